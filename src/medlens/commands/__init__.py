@@ -1,0 +1,1 @@
+"""Command-line commands; each module wraps library calls and handles only arguments and output."""

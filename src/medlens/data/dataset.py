@@ -1,0 +1,61 @@
+"""``ArrayDataset``: the in-memory dataset every model fits on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ArrayDataset:
+    """Images, labels and optional patient groups, all indexed the same way.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        ``(N, C, ...)`` float32, channel first.
+    labels : np.ndarray
+        ``(N,)`` integer class indices.
+    groups : np.ndarray, optional
+        ``(N,)`` group ids (patient ids); samples of one group never straddle a split.
+    features : np.ndarray, optional
+        ``(N, F)`` float32 tabular features computed once for the whole set (e.g. Gabor statistics,
+        nodule diameter); models that work on features use these instead of the pixels.
+    meta : dict
+        ``labels`` (class names), ``spacing``, ``source_md5``, ``feature_names`` and the like.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None = None
+    features: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
+        n = len(self.labels)
+        for name in ("images", "groups", "features"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"ArrayDataset: {name} has {len(value)} rows but labels has {n}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        names = self.meta.get("labels")
+        return len(names) if names else int(self.labels.max()) + 1
+
+    def subset(self, index: np.ndarray) -> "ArrayDataset":
+        """The samples at ``index``, sharing ``meta``."""
+        index = np.asarray(index)
+        return ArrayDataset(
+            images=self.images[index],
+            labels=self.labels[index],
+            groups=None if self.groups is None else self.groups[index],
+            features=None if self.features is None else self.features[index],
+            meta=self.meta,
+        )

@@ -1,0 +1,1 @@
+"""Models: one registry, one interface (fit on an ArrayDataset, predict class probabilities)."""
