@@ -23,6 +23,11 @@ class ArrayDataset:
     features : np.ndarray, optional
         ``(N, F)`` float32 tabular features computed once for the whole set (e.g. Gabor statistics,
         nodule diameter); models that work on features use these instead of the pixels.
+    ids : np.ndarray, optional
+        ``(N,)`` sample identifiers (file stems, nodule ids) carried into predictions.
+    split : np.ndarray, optional
+        ``(N,)`` the official split of each sample (``"train"``, ``"val"``, ``"test"``) where the
+        data publishes one.
     meta : dict
         ``labels`` (class names), ``spacing``, ``source_md5``, ``feature_names`` and the like.
     """
@@ -32,11 +37,13 @@ class ArrayDataset:
     groups: np.ndarray | None = None
     features: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ids: np.ndarray | None = None
+    split: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
         n = len(self.labels)
-        for name in ("images", "groups", "features"):
+        for name in ("images", "groups", "features", "ids", "split"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"ArrayDataset: {name} has {len(value)} rows but labels has {n}")
@@ -58,4 +65,6 @@ class ArrayDataset:
             groups=None if self.groups is None else self.groups[index],
             features=None if self.features is None else self.features[index],
             meta=self.meta,
+            ids=None if self.ids is None else self.ids[index],
+            split=None if self.split is None else self.split[index],
         )

@@ -1,0 +1,203 @@
+"""A study as a validated object: YAML in, :class:`StudyConfig` out.
+
+Every field is checked before any training starts; an unknown model, dataset or feature set, or a bad
+value, raises :class:`~medlens.errors.ConfigError` whose message names the field (``models[1].name``)
+and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medlens.errors import ConfigError, MissingPathError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Which dataset and how it is turned into arrays.
+
+    ``builder`` names a dataset builder (see :mod:`medlens.data.builders`); ``name`` is the catalogue
+    name of the files; ``path`` an explicit location that wins over ``MEDLENS_DATA``.
+    """
+
+    builder: str
+    name: str
+    path: Path | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class GaborConfig(_Strict):
+    """A Gabor filter bank whose pooled statistics become features (``gabor_*``)."""
+
+    wavelengths: list[float] = Field(default_factory=lambda: [4.0, 8.0])
+    orientations: int = Field(4, ge=1, le=16)
+    gamma: float = Field(0.5, gt=0)
+    bandwidth: float = Field(1.0, gt=0)
+    inside_mask: bool = False
+
+    @field_validator("wavelengths")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if not value or min(value) < 2:
+            raise ValueError("needs at least one wavelength, each >= 2 pixels (the Nyquist limit)")
+        return value
+
+
+class FeaturesConfig(_Strict):
+    """Tabular features computed once for the whole dataset (unsupervised, so no fold can leak)."""
+
+    gabor: GaborConfig | None = None
+
+
+class ProtocolConfig(_Strict):
+    """How models are scored.
+
+    ``kfold``: stratified k-fold, grouped by ``group_by`` where the data has groups (no patient in
+    both train and test). ``official``: train on the published train split, select on its val
+    split, report on its test split (repeated over ``repeats`` seeds).
+    """
+
+    kind: Literal["kfold", "official"] = "kfold"
+    folds: int = Field(10, ge=2, le=50)
+    group_by: Literal["patient", "none"] = "patient"
+    inner_val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    repeats: int = Field(1, ge=1, le=20)
+    seed: int = 0
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class ModelConfig(_Strict):
+    """One row of the comparison: a registered model with its parameters.
+
+    ``id`` is the name the model gets in tables (defaults to ``name``); several entries may share a
+    ``name`` with different parameters.
+    """
+
+    name: str
+    id: str | None = None
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    quick_params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+
+class ReferenceConfig(_Strict):
+    """Published figures shown beside the models (not computed here)."""
+
+    name: str
+    sensitivity: float | None = None
+    specificity: float | None = None
+    accuracy: float | None = None
+    auc: float | None = None
+    note: str = ""
+
+
+class QuickConfig(_Strict):
+    """What ``--quick`` changes: fewer folds and a subsample, for a smoke run in under two minutes."""
+
+    folds: int = Field(3, ge=2)
+    max_samples: int | None = Field(None, ge=20)
+    models: list[str] | None = None
+
+
+class StudyConfig(_Strict):
+    """A whole study: data, features, protocol, models, and what to compare against."""
+
+    study: str
+    title: str = ""
+    description: str = ""
+    data: DataConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    models: list[ModelConfig]
+    reference: ReferenceConfig | None = None
+    quick: QuickConfig = Field(default_factory=QuickConfig)
+    seed: int = 0
+    source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "StudyConfig":
+        keys = [m.key for m in self.models]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"models: ids must be unique, repeated: {duplicates} (set `id:` on each)")
+        if not self.models:
+            raise ValueError("models: the study names no model")
+        return self
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"])
+        field = field.replace(".[", "[")
+        lines.append(f"{source}: field `{field or '<root>'}`: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(mapping: dict[str, Any], source: str = "<config>") -> StudyConfig:
+    """Validate a mapping as a study, then check names against the registries."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: a study config must be a YAML mapping, got {type(mapping).__name__}")
+    try:
+        config = StudyConfig.model_validate(mapping)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+    _check_names(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(path, "study config file")
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    config = parse_config(mapping, str(path))
+    config.source = path
+    return config
+
+
+def _check_names(config: StudyConfig, source: str) -> None:
+    """Unknown builders, datasets and models fail here, before any data is read."""
+    from medlens.data import builders, catalog
+    from medlens.models import registry
+
+    if config.data.builder not in builders.available():
+        raise ConfigError(
+            f"{source}: field `data.builder`: unknown builder {config.data.builder!r}; "
+            f"available: {', '.join(builders.available())}"
+        )
+    try:
+        catalog.get(config.data.name)
+    except Exception as exc:  # DatasetError lists close names
+        raise ConfigError(f"{source}: field `data.name`: {exc}") from exc
+    known = registry.available()
+    for i, model in enumerate(config.models):
+        if model.name not in known:
+            raise ConfigError(
+                f"{source}: field `models[{i}].name`: unknown model {model.name!r}; available: {', '.join(known)}"
+            )
+    if config.quick.models:
+        keys = {m.key for m in config.models}
+        unknown = [k for k in config.quick.models if k not in keys]
+        if unknown:
+            raise ConfigError(f"{source}: field `quick.models`: {unknown} are not ids of `models`")
+
+
+def default_config_path() -> Path:
+    """The default study: CT lung nodules (LIDC-IDRI), shipped with the package."""
+    return Path(__file__).parent / "configs" / "lidc_nodules.yaml"

@@ -1,0 +1,203 @@
+"""Dataset builders: turn a named set of files into an :class:`ArrayDataset` ready for a study.
+
+A builder is looked up by name (``data.builder`` in a study config) and called with the dataset's
+folder and the config's ``params``. Builders return images, labels, patient groups, dataset-intrinsic
+tabular features (e.g. the radiologists' nodule diameter) and, where the data publishes one, the
+official split of each sample in ``split``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from medlens.data.dataset import ArrayDataset
+from medlens.errors import ConfigError, DatasetError
+
+_BUILDERS: dict[str, Callable[..., ArrayDataset]] = {}
+
+
+def register_builder(name: str) -> Callable[[Callable[..., ArrayDataset]], Callable[..., ArrayDataset]]:
+    """Decorator: register a dataset builder under ``name``."""
+
+    def decorate(builder: Callable[..., ArrayDataset]) -> Callable[..., ArrayDataset]:
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def available() -> list[str]:
+    """Sorted names of the registered builders."""
+    return sorted(_BUILDERS)
+
+
+def build_dataset(builder: str, root: Path, **params: Any) -> ArrayDataset:
+    """Run builder ``builder`` on ``root``; bad parameter names raise :class:`ConfigError`."""
+    if builder not in _BUILDERS:
+        raise ConfigError(f"data.builder: unknown builder {builder!r}; available: {', '.join(available())}")
+    try:
+        return _BUILDERS[builder](root, **params)
+    except TypeError as exc:
+        raise ConfigError(f"data.params: {exc}") from exc
+
+
+def _files_md5(paths: list[Path]) -> str:
+    """One md5 over the md5s of ``paths`` in sorted order: the dataset checksum recorded in results."""
+    digest = hashlib.md5()
+    for path in sorted(paths):
+        digest.update(hashlib.md5(path.read_bytes()).hexdigest().encode())
+        digest.update(path.name.encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# MedMNIST
+# --------------------------------------------------------------------------------------------------
+@register_builder("medmnist")
+def medmnist(root: Path, name: str | None = None, max_per_split: int | None = None) -> ArrayDataset:
+    """All splits of a MedMNIST archive, pixels scaled to [0, 1], official split kept in ``split``.
+
+    Parameters
+    ----------
+    root : Path
+        The ``.npz`` file (as resolved from the catalogue).
+    name : str, optional
+        Catalogue name, used for label names; defaults to the file stem.
+    max_per_split : int, optional
+        Keep only the first ``max_per_split`` samples of each split (quick runs).
+    """
+    from medlens.data import catalog
+    from medlens.data.readers.medmnist import load_medmnist
+
+    info = catalog.get(name or root.stem)
+    images, labels, split = [], [], []
+    for part in ("train", "val", "test"):
+        x, y = load_medmnist(root, part)
+        if max_per_split is not None:
+            x, y = x[:max_per_split], y[:max_per_split]
+        images.append(x)
+        labels.append(y.reshape(len(y), -1)[:, 0])
+        split.extend([part] * len(y))
+    return ArrayDataset(
+        images=np.concatenate(images).astype(np.float32) / 255.0,
+        labels=np.concatenate(labels),
+        split=np.asarray(split),
+        ids=np.array([f"{part}_{i}" for part, n in zip(("train", "val", "test"), map(len, labels))
+                      for i in range(n)]),
+        meta={
+            "labels": list(info.labels),
+            "source_md5": _files_md5([root]),
+            "source": str(root),
+            "dataset": info.name,
+            "modality": info.modality,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# LIDC-IDRI nodule volumes of interest
+# --------------------------------------------------------------------------------------------------
+LIDC_METADATA = "MetadatabyNoduleMaxVoting.csv"
+
+
+def lidc_malignancy_label(score: int) -> int | None:
+    """Binary label from the radiologists' median malignancy score (NoduleMNIST3D's rule).
+
+    1–2 → 0 (benign), 4–5 → 1 (malignant), 3 (indeterminate) → ``None`` (left out).
+    """
+    if score in (1, 2):
+        return 0
+    if score in (4, 5):
+        return 1
+    return None
+
+
+@register_builder("lidc_nodules")
+def lidc_nodules(
+    root: Path,
+    spacing: float = 1.0,
+    size: int = 32,
+    window: str = "lung",
+    mask_channel: bool = True,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> ArrayDataset:
+    """Benign-versus-malignant LIDC-IDRI nodules as isotropic HU cubes with their masks.
+
+    Each nodule VOI (NIfTI, HU) and its mask are resampled to ``spacing`` mm isotropic (linear for
+    the image, nearest for the mask), cropped or padded (air, −1000 HU) to ``size``³ around the mask's
+    centre of mass, and windowed to [0, 1] with the ``window`` preset. Channel 0 is the windowed CT;
+    channel 1 (if ``mask_channel``) the readers' nodule mask. Labels follow
+    :func:`lidc_malignancy_label`; groups are patient ids.
+
+    Tabular features: ``diameter_mm`` (the readers' diameter, from the metadata sheet) and radiomic
+    shape and intensity features of the mask (:func:`medlens.preprocess.radiomics.mask_features`).
+    """
+    from medlens.data.readers import read_nifti
+    from medlens.preprocess.geometry import center_of_mass_voxel, crop_or_pad, resample
+    from medlens.preprocess.intensity import apply_window
+    from medlens.preprocess.radiomics import mask_features
+
+    sheet = root / LIDC_METADATA
+    if not sheet.is_file():
+        raise DatasetError(f"{root}: no {LIDC_METADATA}; is this the lidc_idri_nodule_vois folder?")
+    table = pd.read_csv(sheet)
+    table["label"] = [lidc_malignancy_label(int(s)) for s in table["Malignancy_value"]]
+    table["stem"] = [f"{p}_R_{n}" for p, n in zip(table["patient_id"], table["nodule_id"])]
+    table = table[table["label"].notna()]
+    table = table[[(root / "image" / f"{s}.nii.gz").is_file() for s in table["stem"]]]
+    if max_samples is not None and max_samples < len(table):
+        table = table.sample(n=max_samples, random_state=seed).sort_index()
+    if table.empty:
+        raise DatasetError(f"{root}: no labelled nodule with an image file")
+
+    target = (spacing,) * 3
+    cubes, feature_rows, used = [], [], []
+    for row in table.itertuples():
+        image = read_nifti(root / "image" / f"{row.stem}.nii.gz")
+        mask = read_nifti(root / "nodule_mask" / f"{row.stem}.nii.gz")
+        if image.shape != mask.shape:
+            raise DatasetError(f"{root / 'nodule_mask' / row.stem}.nii.gz: mask shape {mask.shape} "
+                               f"differs from image shape {image.shape}")
+        hu, _ = resample(image.array[0].astype(np.float32), image.spacing, target, order=1)
+        nodule, _ = resample(mask.array[0].astype(np.float32), mask.spacing, target, order=0)
+        nodule = nodule > 0.5
+        if not nodule.any():
+            raise DatasetError(f"{root / 'nodule_mask' / row.stem}.nii.gz: empty mask after resampling")
+        centre = center_of_mass_voxel(nodule)
+        features = mask_features(hu, nodule, target)
+        features["diameter_mm"] = float(row.diameter_mm)
+        feature_rows.append(features)
+        hu = crop_or_pad(hu, (size,) * 3, center=centre, pad_value=-1000.0)
+        nodule = crop_or_pad(nodule.astype(np.float32), (size,) * 3, center=centre, pad_value=0.0)
+        channels = [apply_window(hu, preset=window)]
+        if mask_channel:
+            channels.append(nodule)
+        cubes.append(np.stack(channels).astype(np.float32))
+        used.append(row)
+
+    frame = pd.DataFrame(feature_rows)
+    files = [root / "image" / f"{r.stem}.nii.gz" for r in used] + [sheet]
+    return ArrayDataset(
+        images=np.stack(cubes),
+        labels=np.array([int(r.label) for r in used]),
+        groups=np.array([r.patient_id for r in used]),
+        features=frame.to_numpy(np.float32),
+        ids=np.array([r.stem for r in used]),
+        meta={
+            "labels": ["benign", "malignant"],
+            "feature_names": list(frame.columns),
+            "spacing": target,
+            "channels": ["ct_" + window] + (["nodule_mask"] if mask_channel else []),
+            "label_rule": "median malignancy 1-2 benign, 4-5 malignant, 3 left out",
+            "source_md5": _files_md5(files),
+            "source": str(root),
+            "dataset": "lidc-nodule-vois",
+            "modality": "CT",
+        },
+    )

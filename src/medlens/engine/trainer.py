@@ -1,0 +1,359 @@
+"""One training loop for every torch model in medlens.
+
+:class:`Trainer` fits a ``torch.nn.Module`` on a dataset of ``(input, target)`` items: seeded
+shuffling, optional batch augmentation, Adam/AdamW/SGD, cosine or plateau schedules, early stopping
+on a validation score with the best weights kept in memory (and optionally on disk), bfloat16
+autocast and channels-last memory format where they pay, a rich progress bar, and
+DistributedDataParallel when started by ``torchrun`` with more than one process.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler,
+                              SequentialSampler, TensorDataset)
+
+from medlens.engine.checkpoint import save_checkpoint
+from medlens.engine.distributed import (all_reduce_sum, broadcast_buffers, broadcast_floats,
+                                        device_for_rank, init_distributed, is_distributed,
+                                        is_main_process, unwrap, wrap_ddp)
+from medlens.errors import ConfigError
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+_SCHEDULERS = (None, "cosine", "plateau")
+_AMP = ("auto", "bf16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """How :class:`Trainer` trains.
+
+    ``amp="auto"`` turns on bfloat16 autocast for networks with convolutions (CPU and CUDA);
+    ``channels_last="auto"`` stores 2D convolution networks without transposed convolutions
+    channels-last (measured in ``benchmarks/bench_trainer.py``; see ``benchmarks/results/models.md``).
+    ``checkpoint`` names a file where rank 0 also writes the best weights as they improve.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    scheduler: str | None = None
+    patience: int | None = 10
+    max_steps: int | None = None
+    amp: str = "auto"
+    channels_last: str | bool = "auto"
+    grad_clip: float | None = None
+    seed: int = 0
+    progress: bool = True
+    num_workers: int = 0
+    device: str = "auto"
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(f"train.optimizer: unknown {self.optimizer!r}; use one of {', '.join(_OPTIMIZERS)}")
+        if self.scheduler not in _SCHEDULERS:
+            raise ConfigError(f"train.scheduler: unknown {self.scheduler!r}; use None, 'cosine' or 'plateau'")
+        if self.amp not in _AMP:
+            raise ConfigError(f"train.amp: unknown {self.amp!r}; use 'auto', 'bf16' or 'off'")
+        if self.channels_last not in ("auto", True, False):
+            raise ConfigError(f"train.channels_last: {self.channels_last!r}; use 'auto', True or False")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr: must be positive, got {self.lr}")
+
+
+@dataclass
+class History:
+    """What happened in :meth:`Trainer.fit`.
+
+    ``train_loss``, ``val_loss``, ``val_score`` and ``epoch_seconds`` have one entry per epoch run
+    (the validation lists stay empty without a validation set); ``best_epoch`` is the 0-based epoch
+    whose weights were kept, ``seconds`` the total wall time and ``steps`` the optimiser steps taken.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_score: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _TensorBatches(Dataset):
+    """A :class:`TensorDataset` indexed by whole batches: one gather per batch instead of a collate."""
+
+    def __init__(self, data: TensorDataset):
+        self.tensors = data.tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: list[int]) -> tuple[Tensor, ...]:
+        index = torch.as_tensor(index)
+        return tuple(t[index] for t in self.tensors)
+
+
+class Trainer:
+    """Train ``module`` with ``loss``; select the epoch by ``score`` on a validation set.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; it is moved to the training device.
+    loss : callable
+        ``loss(outputs, targets) -> scalar Tensor``; outputs are cast to float32 first.
+    config : TrainConfig
+    score : callable, optional
+        ``score(outputs, targets) -> float`` on the whole validation set, higher is better; the
+        default is the negative validation loss.
+    augment : callable, optional
+        ``augment(inputs) -> inputs`` applied to each training batch on the device (random flips...).
+    """
+
+    def __init__(self, module: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], config: TrainConfig,
+                 score: Callable[[Tensor, Tensor], float] | None = None,
+                 augment: Callable[[Tensor], Tensor] | None = None):
+        self.module = module
+        self.loss = loss
+        self.config = config
+        self.score = score
+        self.augment = augment
+        self.device = device_for_rank(config.device)
+        self.history: History | None = None
+        self._placed = False
+
+    # -- what pays on this module -------------------------------------------------------------------
+    def _has(self, kinds: tuple[type, ...]) -> bool:
+        return any(isinstance(m, kinds) for m in self.module.modules())
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bfloat16 when autocast is on, else None."""
+        amp = self.config.amp
+        if amp == "off":
+            return None
+        if amp == "auto":
+            if not self._has((torch.nn.modules.conv._ConvNd,)):
+                return None
+            if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                return None
+        return torch.bfloat16
+
+    @property
+    def memory_format(self) -> torch.memory_format | None:
+        """``channels_last`` (2D) or ``channels_last_3d`` (3D) when on, else None."""
+        setting = self.config.channels_last
+        if setting is False:
+            return None
+        conv2d, conv3d = self._has((torch.nn.Conv2d,)), self._has((torch.nn.Conv3d,))
+        if setting == "auto" and (not conv2d or self._has((torch.nn.ConvTranspose2d,))):
+            return None
+        if conv2d:
+            return torch.channels_last
+        return torch.channels_last_3d if conv3d else None
+
+    def _place(self) -> None:
+        if self._placed:
+            return
+        self.module.to(self.device)
+        if self.memory_format is not None:
+            self.module.to(memory_format=self.memory_format)
+        self._placed = True
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        fmt = self.memory_format
+        if fmt is not None and x.dim() == (4 if fmt is torch.channels_last else 5):
+            x = x.contiguous(memory_format=fmt)
+        return x
+
+    def _autocast(self):
+        dtype = self.autocast_dtype
+        return torch.autocast(device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _loader(self, data: Dataset, batch_size: int, train: bool) -> tuple[DataLoader, object]:
+        if train and is_distributed():
+            sampler = DistributedSampler(data, shuffle=True, seed=self.config.seed)
+        elif train:
+            sampler = RandomSampler(data, generator=torch.Generator().manual_seed(self.config.seed))
+        else:
+            sampler = SequentialSampler(data)
+        # A last batch of one sample breaks BatchNorm in training mode; drop it then.
+        drop_last = train and len(sampler) % batch_size == 1 and len(sampler) > 1
+        batches = BatchSampler(sampler, batch_size, drop_last)
+        if isinstance(data, TensorDataset):
+            loader = DataLoader(_TensorBatches(data), sampler=batches, batch_size=None,
+                                num_workers=self.config.num_workers)
+        else:
+            loader = DataLoader(data, batch_sampler=batches, num_workers=self.config.num_workers)
+        return loader, sampler
+
+    # -- training -----------------------------------------------------------------------------------
+    def _optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+        if cfg.optimizer == "sgd":
+            kwargs.update(momentum=0.9, nesterov=True)
+        return _OPTIMIZERS[cfg.optimizer](module.parameters(), **kwargs)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer):
+        cfg = self.config
+        if cfg.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        if cfg.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                              patience=max(1, (cfg.patience or 10) // 2))
+        return None
+
+    def _progress(self) -> Progress | None:
+        if not (self.config.progress and is_main_process()):
+            return None
+        return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def fit(self, train: Dataset, val: Dataset | None = None) -> History:
+        """Train on ``train``; with ``val``, keep the weights of the epoch with the best score.
+
+        Early stopping ends training after ``patience`` epochs without a better validation score.
+        Without ``val`` the weights of the last epoch are kept. Under ``torchrun`` every rank calls
+        ``fit`` with the same data; each trains on its :class:`DistributedSampler` share, gradients are
+        averaged by DDP, and all ranks end with the same weights.
+
+        Returns
+        -------
+        History
+        """
+        cfg = self.config
+        init_distributed()
+        seed_everything(cfg.seed)
+        self._place()
+        module = self.module
+        model = wrap_ddp(module)
+        optimizer = self._optimizer(model)
+        scheduler = self._scheduler(optimizer)
+        loader, sampler = self._loader(train, cfg.batch_size, train=True)
+        history = History()
+        best_score, best_state, bad_epochs = -math.inf, None, 0
+        start = time.perf_counter()
+        progress = self._progress()
+        task = progress.add_task("", total=cfg.epochs) if progress else None
+        if progress:
+            progress.start()
+        try:
+            for epoch in range(cfg.epochs):
+                epoch_start = time.perf_counter()
+                if isinstance(sampler, DistributedSampler):
+                    sampler.set_epoch(epoch)
+                loss_sum, count = self._train_epoch(model, loader, optimizer, history)
+                loss_sum, count = all_reduce_sum([loss_sum, count], self.device)
+                broadcast_buffers(module)
+                history.train_loss.append(loss_sum / max(count, 1))
+                if val is not None:
+                    outputs, targets = self._outputs(val)
+                    val_loss = float(self.loss(outputs.to(self.device), targets.to(self.device)))
+                    score = self.score(outputs, targets) if self.score else -val_loss
+                    val_loss, score = broadcast_floats([val_loss, float(score)], self.device)
+                    history.val_loss.append(val_loss)
+                    history.val_score.append(score)
+                else:
+                    score = -history.train_loss[-1]
+                history.epoch_seconds.append(time.perf_counter() - epoch_start)
+                if score > best_score or val is None:
+                    best_score, bad_epochs, history.best_epoch = score, 0, epoch
+                    if val is not None:
+                        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    if cfg.checkpoint and is_main_process():
+                        save_checkpoint(cfg.checkpoint, module, optimizer, epoch, {"score": float(score)})
+                else:
+                    bad_epochs += 1
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(score)
+                elif scheduler is not None:
+                    scheduler.step()
+                if progress:
+                    shown = f"loss {history.train_loss[-1]:.4f}" + (f" val {score:.4f}" if val is not None else "")
+                    progress.update(task, advance=1, description=shown)
+                if val is not None and cfg.patience is not None and bad_epochs >= cfg.patience:
+                    break
+                if cfg.max_steps is not None and history.steps >= cfg.max_steps:
+                    break
+        finally:
+            if progress:
+                progress.stop()
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        history.seconds = time.perf_counter() - start
+        self.history = history
+        return history
+
+    def _train_epoch(self, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                     history: History) -> tuple[float, int]:
+        cfg = self.config
+        model.train()
+        loss_sum, count = 0.0, 0
+        for x, y in loader:
+            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                x = self.augment(x)
+            with self._autocast():
+                out = model(x)
+            loss = self.loss(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            history.steps += 1
+            loss_sum += float(loss.detach()) * len(y)
+            count += len(y)
+            if cfg.max_steps is not None and history.steps >= cfg.max_steps:
+                break
+        return loss_sum, count
+
+    # -- inference ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _outputs(self, data: Dataset, batch_size: int | None = None) -> tuple[Tensor, Tensor | None]:
+        self._place()
+        module = unwrap(self.module)
+        was_training = module.training
+        module.eval()
+        loader, _ = self._loader(data, batch_size or self.config.batch_size, train=False)
+        outputs, targets = [], []
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            with self._autocast():
+                outputs.append(module(self._to_device(x)).float().cpu())
+            if isinstance(batch, (tuple, list)) and len(batch) > 1:
+                targets.append(torch.as_tensor(batch[1]))
+        module.train(was_training)
+        return torch.cat(outputs), (torch.cat(targets) if targets else None)
+
+    def predict(self, inputs: Tensor | Dataset, batch_size: int | None = None) -> Tensor:
+        """Raw outputs for ``inputs`` (a tensor of inputs, or a dataset whose items are
+        ``(input, target)`` or inputs), in eval mode without gradients, as float32 on the CPU."""
+        data = TensorDataset(inputs) if isinstance(inputs, Tensor) else inputs
+        return self._outputs(data, batch_size)[0]

@@ -1,0 +1,177 @@
+"""Reading images and writing masks for segmentation, keeping each input's geometry.
+
+Images come back as :class:`~medlens.image.MedImage` (channel first, spatial axes (z, y, x)). NIfTI
+arrays are stored (x, y, z) on disk; they are transposed on read and back on write, and the file's
+affine and header are kept in ``meta`` so a written mask has exactly the input's affine. A DICOM
+series folder is read to Hounsfield units; its mask is written as NIfTI with the series' affine
+(LPS → RAS). Every write goes to a temporary name in the target folder and is then renamed, so a
+failed write never leaves a half-written file or replaces a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import tifffile
+from PIL import Image
+
+from medlens.errors import EmptyImageError, MissingPathError, NoDicomError, UnreadableFileError
+from medlens.image import MedImage
+
+PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def case_name(path: Path) -> str:
+    """File name without its image suffix (``a.nii.gz`` → ``a``)."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES[::-1] + PICTURE_SUFFIXES + (".npy",):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(PICTURE_SUFFIXES + NIFTI_SUFFIXES)
+
+
+def read_picture_array(path: Path) -> np.ndarray:
+    """A 2D picture as ``(H, W)`` or ``(H, W, C)``; alpha channels are dropped."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            arr = tifffile.imread(path)
+        else:
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except Exception as exc:  # PIL/tifffile raise many types for a broken file
+        raise UnreadableFileError(path, f"cannot read picture ({exc})") from exc
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]
+    if arr.ndim == 3 and arr.shape[-1] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
+            and np.array_equal(arr[..., 0], arr[..., 2]):
+        arr = arr[..., 0]
+    if arr.size == 0:
+        raise EmptyImageError(path, "picture has no pixels")
+    return arr
+
+
+def read_nifti_array(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """The NIfTI data in (z, y, x) order and the nibabel image (for its affine and header)."""
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise UnreadableFileError(path, f"cannot read NIfTI ({exc})") from exc
+    if data.size == 0:
+        raise EmptyImageError(path, "NIfTI volume has no voxels")
+    return np.transpose(data, tuple(range(data.ndim))[::-1]), img
+
+
+def read_dicom_series(folder: Path) -> MedImage:
+    """A single-series DICOM folder as a ``(1, D, H, W)`` float32 volume in Hounsfield units."""
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=False)
+            except Exception:
+                continue
+            if "PixelData" in ds:
+                files.append(ds)
+    if not files:
+        raise NoDicomError(folder, "no DICOM image files in this folder")
+    files.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    vol = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
+                    + float(getattr(d, "RescaleIntercept", 0)) for d in files])
+    dy, dx = (float(v) for v in files[0].PixelSpacing)
+    z = [float(d.ImagePositionPatient[2]) for d in files]
+    dz = float(np.median(np.diff(z))) if len(z) > 1 else float(getattr(files[0], "SliceThickness", 1.0))
+    x0, y0, z0 = (float(v) for v in files[0].ImagePositionPatient)
+    return MedImage(vol[None], (dz, dy, dx), (z0, y0, x0),
+                    meta={"modality": str(getattr(files[0], "Modality", "CT")), "source": str(folder),
+                          "format": "dicom", "patient_id": str(getattr(files[0], "PatientID", ""))})
+
+
+def read_image(path: str | Path) -> MedImage:
+    """Read a picture, NIfTI file or DICOM series folder as a channel-first :class:`MedImage`.
+
+    ``meta['format']`` is ``picture``, ``nifti`` or ``dicom``; NIfTI keeps ``meta['nifti']`` (the
+    nibabel image) so that :func:`write_mask` reproduces its affine.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingPathError(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        data, img = read_nifti_array(path)
+        zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])[::-1]
+        return MedImage(data[None].astype(np.float32), zooms,
+                        meta={"format": "nifti", "source": str(path), "nifti": img,
+                              "dtype": str(data.dtype)})
+    if path.name.lower().endswith(PICTURE_SUFFIXES):
+        arr = read_picture_array(path)
+        chw = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+        return MedImage(chw.astype(np.float32), (1.0, 1.0),
+                        meta={"format": "picture", "source": str(path), "dtype": str(arr.dtype)})
+    raise UnreadableFileError(path, "not a picture (png/tif/jpg), NIfTI (.nii/.nii.gz) or DICOM folder")
+
+
+def _atomic(target: Path, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file next to ``target``, then rename it to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=target.name, dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def mask_suffix(reference: MedImage) -> str:
+    """The file suffix a mask for ``reference`` is written with (``.png``, ``.nii.gz``)."""
+    return ".png" if reference.meta.get("format") == "picture" else ".nii.gz"
+
+
+def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path) -> Path:
+    """Write an integer label map with the geometry of ``reference``.
+
+    Pictures → 8-bit PNG of the same size (labels × ``255 // max_label`` for a binary mask, so it
+    is visible, otherwise the raw labels). NIfTI → same affine and header, int16. DICOM → NIfTI
+    whose affine is the series' (LPS → RAS). ``target`` must not be the reference file itself.
+    """
+    target = Path(target)
+    src = reference.meta.get("source")
+    if src and Path(src).resolve() == target.resolve():
+        raise UnreadableFileError(target, "refusing to overwrite the input image with its mask")
+    if mask.shape != reference.shape:
+        raise UnreadableFileError(target, f"mask shape {mask.shape} differs from image shape {reference.shape}")
+    fmt = reference.meta.get("format")
+    if fmt == "picture":
+        out = mask.astype(np.uint8) * (255 if mask.max() <= 1 else 1)
+        return _atomic(target, lambda p: Image.fromarray(out).save(p, format="PNG"))
+    data = np.transpose(mask.astype(np.int16), tuple(range(mask.ndim))[::-1])
+    if fmt == "nifti":
+        ref = reference.meta["nifti"]
+        header = ref.header.copy()
+        header.set_data_dtype(np.int16)
+        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+        img = nib.Nifti1Image(data, ref.affine, header)
+        img.set_qform(ref.affine, int(ref.header["qform_code"]))
+        img.set_sform(ref.affine, int(ref.header["sform_code"]))
+    else:
+        dz, dy, dx = reference.spacing
+        z0, y0, x0 = reference.origin
+        affine = np.diag([-dx, -dy, dz, 1.0])
+        affine[:3, 3] = [-x0, -y0, z0]
+        img = nib.Nifti1Image(data, affine)
+        img.set_qform(affine, 1)
+    return _atomic(target, lambda p: nib.save(img, str(p)))
