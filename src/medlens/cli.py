@@ -9,8 +9,12 @@ import typer
 
 from medlens import __version__
 from medlens.commands import data as data_commands
+from medlens.commands import denoise as denoise_commands
+from medlens.commands import features as features_commands
 from medlens.commands import inspect as inspect_command
+from medlens.commands import segment as segment_commands
 from medlens.commands import study as study_command
+from medlens.commands import synth as synth_commands
 
 app = typer.Typer(
     name="medlens",
@@ -48,3 +52,7 @@ def main(
 app.add_typer(data_commands.app, name="data")
 app.command(name="inspect")(inspect_command.inspect)
 app.command(name="study")(study_command.study)
+app.add_typer(segment_commands.app, name="segment")
+app.add_typer(denoise_commands.app, name="denoise")
+app.add_typer(features_commands.app, name="features")
+app.add_typer(synth_commands.app, name="synth")

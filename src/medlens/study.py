@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from medlens.config import StudyConfig
 from medlens.data import builders
@@ -110,10 +109,9 @@ def add_gabor_features(data: ArrayDataset, config: StudyConfig) -> ArrayDataset:
                 raise ConfigError("features.gabor.inside_mask: the dataset has no nodule_mask channel")
             masks = data.images[:, channels.index("nodule_mask")] > 0.5
         values = bank.features_3d(images, masks=masks)
-        names = bank.feature_names_3d
     else:
         values = bank.features(images)
-        names = bank.feature_names
+    names = bank.feature_names
     names = [n if n.startswith("gabor") else f"gabor_{n}" for n in names]
     old = data.features if data.features is not None else np.zeros((len(data), 0), np.float32)
     data.features = np.concatenate([old, values.astype(np.float32)], axis=1)
@@ -321,6 +319,4 @@ def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]]
         "Confusion matrices (pooled)": plot_confusion(results, out_dir / "confusion.png"),
         "Reliability diagrams": plot_reliability(oof, out_dir / "reliability.png"),
     }
-    config_yaml = yaml.safe_dump(results["provenance"]["config"], sort_keys=False)
-    write_report(results, out_dir, figures={k: Path(v) for k, v in figures.items() if v},
-                 extra_sections=[("Configuration", config_yaml)])
+    write_report(results, out_dir, figures={k: Path(v) for k, v in figures.items() if v})

@@ -33,8 +33,8 @@ Table 1 and its references): the imaging modality and the citation of each set's
 from __future__ import annotations
 
 import difflib
-import hashlib
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +182,8 @@ class DatasetInfo:
     dims : int
         2 for images, 3 for volumes.
     size_px : int or None
-        Edge length of every image in pixels (voxels), or None when sizes vary.
+        Edge length of every (square or cubic) image in pixels or voxels; None when sizes vary or the
+        images are not square or cubic (a CT series of 512x512 slices).
     n_channels : int or None
         Channels per image (1 grayscale, 3 RGB), or None when they vary.
     labels : list of str
@@ -201,6 +202,8 @@ class DatasetInfo:
     files : list of (str, str)
         ``(relative path, md5)`` of each file checked by :func:`medlens.data.fetch.verify`, relative to the
         folder of a folder set, or to the folder holding a single-file set.
+    format : str
+        File format: ``medmnist-npz``, ``npz``, ``nifti``, ``dicom``, ``png`` or ``tiff``.
     layout : str
         ``file`` (one archive at ``local_path``) or ``folder``.
     manifest : str or None
@@ -232,6 +235,7 @@ class DatasetInfo:
     source: str
     local_path: str
     files: list[tuple[str, str]]
+    format: str
     layout: str = "file"
     manifest: str | None = None
     class_counts: dict[str, dict[str, int]] | None = None
@@ -288,6 +292,7 @@ def _medmnist_entries() -> list[DatasetInfo]:
                     source=MEDMNIST_SOURCE,
                     local_path=f"medmnist/{name}.npz",
                     files=[(f"{name}.npz", archive["md5"])],
+                    format="medmnist-npz",
                     notes="Not for clinical use.",
                 )
             )
@@ -422,6 +427,7 @@ def _local_entries() -> list[DatasetInfo]:
                 "Computer Vision Center, Universitat Autonoma de Barcelona"
             ),
             source=_LIDC_SOURCE,
+            format="nifti",
             local_path="lidc_idri_nodule_vois",
             files=[("manifest.csv", "788c96aedcb19528a2b9c8b6c689b8f0")],
             manifest="manifest.csv",
@@ -445,7 +451,7 @@ def _local_entries() -> list[DatasetInfo]:
             task="detection",
             modality="chest CT",
             dims=3,
-            size_px=512,
+            size_px=None,
             n_channels=1,
             labels=[],
             splits={"all": 16},
@@ -454,6 +460,7 @@ def _local_entries() -> list[DatasetInfo]:
             licence="CC BY 3.0 (TCIA)",
             citation=_LIDC_CITATION,
             source=_LIDC_SOURCE,
+            format="dicom",
             local_path="lidc_idri_ct",
             files=_LIDC_IDRI_CT_FILES,
             has_masks=True,
@@ -474,7 +481,7 @@ def _local_entries() -> list[DatasetInfo]:
             task="detection",
             modality="chest CT",
             dims=3,
-            size_px=512,
+            size_px=None,
             n_channels=1,
             labels=[],
             splits={"all": 23},
@@ -483,6 +490,7 @@ def _local_entries() -> list[DatasetInfo]:
             licence="CC BY 3.0 (TCIA)",
             citation=_LIDC_CITATION,
             source=_LIDC_SOURCE,
+            format="dicom",
             local_path="lidc_idri_ct_more",
             files=[("manifest.csv", "2db0a83f6318f794dbbfb6c57a156109")],
             manifest="manifest.csv",
@@ -511,13 +519,14 @@ def _local_entries() -> list[DatasetInfo]:
             splits={"all": 138},
             unit="image",
             md5="5d482c57284228d5514c314db1ced237",
-            licence="NLM public research release (no formal licence; research use with citation)",
+            licence="NLM research release (no formal licence; cite)",
             citation=(
                 "Jaeger S, Candemir S, Antani S, Wang YX, Lu PX, Thoma G. Two public chest X-ray datasets for "
                 "computer-aided screening of pulmonary diseases. Quant Imaging Med Surg 4:475-477 (2014). "
                 "Candemir S, et al. IEEE TMI 33:577-590 (2014). Jaeger S, et al. IEEE TMI 33:233-245 (2014)"
             ),
             source="https://lhncbc.nlm.nih.gov/LHC-publications/pubs/TuberculosisChestXrayImageDataSets.html (NLM)",
+            format="png",
             local_path="montgomery_cxr_lung_masks",
             files=[("manifest.csv", "5d482c57284228d5514c314db1ced237")],
             manifest="manifest.csv",
@@ -547,7 +556,7 @@ def _local_entries() -> list[DatasetInfo]:
             splits={"train": 30},
             unit="image",
             md5=None,
-            licence="ISBI 2012 challenge terms: non-commercial research use, with citation",
+            licence="ISBI 2012 terms: non-commercial research, cite",
             citation=(
                 "Cardona A, et al. An integrated micro- and macroarchitectural analysis of the Drosophila brain by "
                 "computer-assisted serial section electron microscopy. PLoS Biol 8:e1000502 (2010). "
@@ -555,6 +564,7 @@ def _local_entries() -> list[DatasetInfo]:
                 "connectomics. Front Neuroanat 9:142 (2015)"
             ),
             source="https://imagej.net/events/isbi-2012-segmentation-challenge (ISBI 2012 challenge)",
+            format="png",
             local_path="isbi2012_membrane",
             files=_ISBI2012_FILES,
             has_masks=True,
@@ -588,6 +598,7 @@ def _local_entries() -> list[DatasetInfo]:
                 "Simpson AL, et al. arXiv:1902.09063 (2019)"
             ),
             source="http://medicaldecathlon.com/ (Medical Segmentation Decathlon, Task06_Lung)",
+            format="npz",
             local_path="msd_lung_tumour_patches",
             files=_MSD_LUNG_FILES,
             has_masks=True,
@@ -617,6 +628,7 @@ def _local_entries() -> list[DatasetInfo]:
             licence="CC0 (BBBC038)",
             citation=_DSB_CITATION,
             source=_DSB_SOURCE,
+            format="png",
             local_path="nuclei_dsb2018_stage1_subset",
             files=[("manifest.csv", "117326d9da477087c0b471b8f45295b6")],
             manifest="manifest.csv",
@@ -650,6 +662,7 @@ def _local_entries() -> list[DatasetInfo]:
                 "MICCAI 2018"
             ),
             source=_DSB_SOURCE,
+            format="tiff",
             local_path="nuclei_dsb2018_stardist",
             files=_DSB_STARDIST_FILES,
             has_masks=True,

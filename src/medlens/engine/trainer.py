@@ -10,6 +10,7 @@ DistributedDataParallel when started by ``torchrun`` with more than one process.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class TrainConfig:
     ``channels_last="auto"`` stores 2D convolution networks without transposed convolutions
     channels-last (measured in ``benchmarks/bench_trainer.py``; see ``benchmarks/results/models.md``).
     ``checkpoint`` names a file where rank 0 also writes the best weights as they improve.
+    ``progress`` shows a rich progress bar on rank 0 unless ``MEDLENS_QUIET=1``.
     """
 
     epochs: int = 100
@@ -131,6 +133,17 @@ class Trainer:
         default is the negative validation loss.
     augment : callable, optional
         ``augment(inputs) -> inputs`` applied to each training batch on the device (random flips...).
+
+    Attributes
+    ----------
+    device : torch.device
+        ``config.device``; ``"auto"`` is ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+    autocast_dtype : torch.dtype or None
+        bfloat16 when autocast is on (``amp="bf16"``, or ``"auto"`` and the network has convolutions).
+    memory_format : torch.memory_format or None
+        The channels-last format used for the network and its inputs, when on.
+    history : History or None
+        The last :meth:`fit`'s record. Validation outputs reach ``score`` as float32 CPU tensors.
     """
 
     def __init__(self, module: torch.nn.Module, loss: Callable[[Tensor, Tensor], Tensor], config: TrainConfig,
@@ -143,14 +156,15 @@ class Trainer:
         self.augment = augment
         self.device = device_for_rank(config.device)
         self.history: History | None = None
+        self.autocast_dtype = self._choose_autocast()
+        self.memory_format = self._choose_memory_format()
         self._placed = False
 
     # -- what pays on this module -------------------------------------------------------------------
     def _has(self, kinds: tuple[type, ...]) -> bool:
         return any(isinstance(m, kinds) for m in self.module.modules())
 
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
+    def _choose_autocast(self) -> torch.dtype | None:
         """bfloat16 when autocast is on, else None."""
         amp = self.config.amp
         if amp == "off":
@@ -162,8 +176,7 @@ class Trainer:
                 return None
         return torch.bfloat16
 
-    @property
-    def memory_format(self) -> torch.memory_format | None:
+    def _choose_memory_format(self) -> torch.memory_format | None:
         """``channels_last`` (2D) or ``channels_last_3d`` (3D) when on, else None."""
         setting = self.config.channels_last
         if setting is False:
@@ -230,10 +243,12 @@ class Trainer:
         return None
 
     def _progress(self) -> Progress | None:
-        if not (self.config.progress and is_main_process()):
+        quiet = os.environ.get("MEDLENS_QUIET") == "1"
+        if quiet or not (self.config.progress and is_main_process()):
             return None
-        return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),
+                        transient=True)
 
     def fit(self, train: Dataset, val: Dataset | None = None) -> History:
         """Train on ``train``; with ``val``, keep the weights of the epoch with the best score.

@@ -130,7 +130,8 @@ def tissue_mask(hu: np.ndarray, tissue: str, tolerance: float = 50.0) -> np.ndar
 
     ``mask = (low − tolerance <= hu) & (hu <= high + tolerance)``. The default 50 HU absorbs CT noise
     (a few tens of HU) around the nominal values; soft-tissue ranges overlap, so such masks are only
-    a first cut. Lung parenchyma (about −950…−700 HU) needs ``tissue="air", tolerance=100`` or more.
+    a first cut. Lung parenchyma (mostly −950…−850 HU) needs ``tissue="air", tolerance=150``; contrast-filled
+    vessels reach the ``bone`` range too.
 
     Parameters
     ----------

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import tifffile
 from PIL import Image
 
-from medlens.errors import EmptyImageError, MissingPathError, NoDicomError, UnreadableFileError
+from medlens.data.readers import read_dicom
+from medlens.errors import EmptyImageError, MissingPathError, UnreadableFileError
 from medlens.image import MedImage
 
 PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -72,31 +72,6 @@ def read_nifti_array(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return np.transpose(data, tuple(range(data.ndim))[::-1]), img
 
 
-def read_dicom_series(folder: Path) -> MedImage:
-    """A single-series DICOM folder as a ``(1, D, H, W)`` float32 volume in Hounsfield units."""
-    files = []
-    for p in sorted(folder.iterdir()):
-        if p.is_file():
-            try:
-                ds = pydicom.dcmread(p, stop_before_pixels=False)
-            except Exception:
-                continue
-            if "PixelData" in ds:
-                files.append(ds)
-    if not files:
-        raise NoDicomError(folder, "no DICOM image files in this folder")
-    files.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    vol = np.stack([d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-                    + float(getattr(d, "RescaleIntercept", 0)) for d in files])
-    dy, dx = (float(v) for v in files[0].PixelSpacing)
-    z = [float(d.ImagePositionPatient[2]) for d in files]
-    dz = float(np.median(np.diff(z))) if len(z) > 1 else float(getattr(files[0], "SliceThickness", 1.0))
-    x0, y0, z0 = (float(v) for v in files[0].ImagePositionPatient)
-    return MedImage(vol[None], (dz, dy, dx), (z0, y0, x0),
-                    meta={"modality": str(getattr(files[0], "Modality", "CT")), "source": str(folder),
-                          "format": "dicom", "patient_id": str(getattr(files[0], "PatientID", ""))})
-
-
 def read_image(path: str | Path) -> MedImage:
     """Read a picture, NIfTI file or DICOM series folder as a channel-first :class:`MedImage`.
 
@@ -107,7 +82,9 @@ def read_image(path: str | Path) -> MedImage:
     if not path.exists():
         raise MissingPathError(path)
     if path.is_dir():
-        return read_dicom_series(path)
+        image = read_dicom(path)
+        image.meta["format"] = "dicom"
+        return image
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         data, img = read_nifti_array(path)
         zooms = tuple(float(z) for z in img.header.get_zooms()[: data.ndim])[::-1]
@@ -141,11 +118,11 @@ def mask_suffix(reference: MedImage) -> str:
     return ".png" if reference.meta.get("format") == "picture" else ".nii.gz"
 
 
-def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path) -> Path:
+def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_classes: int = 2) -> Path:
     """Write an integer label map with the geometry of ``reference``.
 
-    Pictures → 8-bit PNG of the same size (labels × ``255 // max_label`` for a binary mask, so it
-    is visible, otherwise the raw labels). NIfTI → same affine and header, int16. DICOM → NIfTI
+    Pictures → 8-bit PNG of the same size (a binary mask, ``n_classes == 2``, as 0/255 so that it is
+    visible; otherwise the raw class indices). NIfTI → same affine and header, int16. DICOM → NIfTI
     whose affine is the series' (LPS → RAS). ``target`` must not be the reference file itself.
     """
     target = Path(target)
@@ -156,7 +133,7 @@ def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path) -> Pat
         raise UnreadableFileError(target, f"mask shape {mask.shape} differs from image shape {reference.shape}")
     fmt = reference.meta.get("format")
     if fmt == "picture":
-        out = mask.astype(np.uint8) * (255 if mask.max() <= 1 else 1)
+        out = mask.astype(np.uint8) * (255 if n_classes == 2 else 1)
         return _atomic(target, lambda p: Image.fromarray(out).save(p, format="PNG"))
     data = np.transpose(mask.astype(np.int16), tuple(range(mask.ndim))[::-1])
     if fmt == "nifti":
@@ -169,9 +146,11 @@ def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path) -> Pat
         img.set_sform(ref.affine, int(ref.header["sform_code"]))
     else:
         dz, dy, dx = reference.spacing
-        z0, y0, x0 = reference.origin
-        affine = np.diag([-dx, -dy, dz, 1.0])
-        affine[:3, 3] = [-x0, -y0, z0]
+        d = np.asarray(reference.direction, dtype=float)  # columns: LPS directions of the z, y, x axes
+        lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+        affine = np.eye(4)
+        affine[:3, :3] = lps_to_ras @ np.column_stack([d[:, 2] * dx, d[:, 1] * dy, d[:, 0] * dz])
+        affine[:3, 3] = lps_to_ras @ np.asarray(reference.origin[::-1], dtype=float)
         img = nib.Nifti1Image(data, affine)
         img.set_qform(affine, 1)
     return _atomic(target, lambda p: nib.save(img, str(p)))

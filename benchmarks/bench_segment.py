@@ -1,0 +1,210 @@
+"""Segmentation benchmarks on the real sets in MEDLENS_DATA.
+
+Each sub-command trains with ``medlens.segment`` (plan → train → sliding-window predict at the
+original resolution → evaluate) and appends one JSON line per result to ``--log``.
+
+    python benchmarks/bench_segment.py montgomery --size 128 --folds 5 --epochs 20
+    python benchmarks/bench_segment.py lidc --folds 5 --epochs 20
+    python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
+    python benchmarks/bench_segment.py compare --epochs 15
+    python benchmarks/bench_segment.py msd --epochs 40
+    python benchmarks/bench_segment.py nuclei --epochs 30
+    python benchmarks/bench_segment.py speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medlens.evaluate.splits import kfold_splits
+from medlens.segment.datasets import case_groups, load_folder
+from medlens.segment.evaluate import evaluate_cases, summarize
+from medlens.segment.infer import segment_image
+from medlens.segment.instances import score_instances
+from medlens.segment.losses import build_loss
+from medlens.segment.networks import count_parameters
+from medlens.segment.plan import make_plan, prepare_case
+from medlens.segment.train import PatchDataset, build_model, train_segmenter
+
+DATA = Path(os.environ.get("MEDLENS_DATA", "/work/shared/data"))
+
+
+def log(args, record: dict) -> None:
+    record = {"bench": args.cmd, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    print(json.dumps(record), flush=True)
+    with open(args.log, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def configure(plan: dict, args, network: str | None = None) -> dict:
+    plan["training"].update(epochs=args.epochs, steps_per_epoch=args.steps)
+    plan["inference"]["tta_flips"] = bool(args.tta)
+    if network:
+        plan["network"]["name"] = network
+    return plan
+
+
+def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fold_ids=None) -> list[dict]:
+    """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution)."""
+    splits = kfold_splits(strat, case_groups(cases), k=folds, seed=0)
+    out = []
+    for f, (tr, te) in enumerate(splits):
+        if fold_ids is not None and f not in fold_ids:
+            continue
+        p = configure(json.loads(json.dumps(plan)), args, network)
+        model, hist = train_segmenter(p, [cases[i] for i in tr])
+        t0 = time.perf_counter()
+        preds = {cases[i].case_id: segment_image(model, p, cases[i].image) for i in te}
+        infer_s = (time.perf_counter() - t0) / len(te)
+        res = evaluate_cases(preds, [cases[i] for i in te], p["dataset"]["n_classes"])
+        rec = {"fold": f, "network": p["network"]["name"], "n_train": len(tr), "n_test": len(te),
+               "train_seconds": hist.seconds, "steps": hist.steps, "infer_seconds_per_case": infer_s,
+               "params": count_parameters(model), "patch": p["patch_size"], "spacing": p["target_spacing"],
+               **{k: v["mean"] for k, v in res["summary"].items()}, "cases": res["cases"]}
+        out.append(rec)
+        log(args, {k: v for k, v in rec.items() if k != "cases"})
+    return out
+
+
+def cv_summary(args, name: str, folds: list[dict]) -> None:
+    rows = [c for f in folds for c in f["cases"]]
+    log(args, {"summary": name, "folds_run": [f["fold"] for f in folds], "n_cases": len(rows),
+               "network": folds[0]["network"], "params": folds[0]["params"],
+               "train_seconds_per_fold": float(np.mean([f["train_seconds"] for f in folds])),
+               **{k: v for k, v in summarize(rows).items()}})
+
+
+def montgomery(args, network=None, fold_ids=None):
+    root = DATA / "montgomery_cxr_lung_masks"
+    cases = load_folder(root, "binary")
+    plan = make_plan(cases, root)
+    plan["target_spacing"] = [512 / args.size] * 2
+    plan["patch_size"] = [args.size] * 2
+    plan["batch_size"] = max(2, (256 // args.size) ** 2 * 2)
+    tb = np.array([int(c.case_id[-1]) for c in cases])
+    return run_cv(args, cases, plan, tb, args.folds, network, fold_ids)
+
+
+def lidc(args, network=None, fold_ids=None):
+    root = DATA / "lidc_idri_nodule_vois"
+    cases = load_folder(root, "binary", limit=args.limit)
+    plan = make_plan(cases, root)
+    strat = np.array([int(c.mask.sum() > np.median([d.mask.sum() for d in cases])) for c in cases])
+    return run_cv(args, cases, plan, strat, args.folds, network, fold_ids)
+
+
+def isbi(args, network=None, fold_ids=None):
+    root = DATA / "isbi2012_membrane"
+    cases = load_folder(root, "binary")
+    plan = make_plan(cases, root)
+    plan["target_spacing"] = [512 / args.size] * 2
+    plan["patch_size"] = [min(args.size, 256)] * 2
+    return run_cv(args, cases, plan, np.zeros(len(cases), int), args.folds, network, fold_ids)
+
+
+def compare(args):
+    for net in ("fcn", "unet", "atrous", "pyramid"):
+        for name, fn in (("montgomery", montgomery), ("lidc", lidc)):
+            folds = fn(args, network=net, fold_ids=[0])
+            cv_summary(args, f"{name}-{net}", folds)
+
+
+def msd(args):
+    root = DATA / "msd_lung_tumour_patches"
+    train, test = load_folder(root / "val_patches.npz"), load_folder(root / "test_patches.npz")
+    plan = configure(make_plan(train, root / "val_patches.npz"), args)
+    model, hist = train_segmenter(plan, train)
+    preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
+    res = evaluate_cases(preds, test)
+    log(args, {"train_seconds": hist.seconds, "steps": hist.steps, "tta": bool(args.tta),
+               **{k: v for k, v in res["summary"].items()}})
+
+
+def nuclei(args):
+    root = DATA / "nuclei_dsb2018_stage1_subset"
+    cases = load_folder(root, "instance", n_classes=3)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(cases))
+    test, train = [cases[i] for i in order[:16]], [cases[i] for i in order[16:]]
+    plan = configure(make_plan(train, root, "instance", 3), args)
+    plan["patch_size"], plan["batch_size"] = [args.size, args.size], max(2, (256 // args.size) ** 2 * 2)
+    model, hist = train_segmenter(plan, train)
+    preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
+    rows = score_instances(preds, test)
+    n_true = sum(r["n_true"] for r in rows)
+    log(args, {"train_seconds": hist.seconds, "n_train": len(train), "n_test": len(test),
+               "ap50_mean": float(np.mean([r["ap"] for r in rows])),
+               "aji_mean": float(np.mean([r["aji"] for r in rows])),
+               "count_error_total": abs(sum(r["n_pred"] for r in rows) - n_true) / n_true,
+               "count_error_mean_per_image": float(np.mean([abs(r["n_pred"] - r["n_true"]) / max(r["n_true"], 1)
+                                                            for r in rows])),
+               "cases": rows})
+
+
+def speed(args):
+    """Training patches/s of ``train_segmenter`` vs a plain MONAI loop (same net, data, batch, patches),
+    and sliding-window inference time of one 512×512 slice."""
+    root = DATA / "montgomery_cxr_lung_masks"
+    cases = load_folder(root, "binary", limit=20)
+    plan = make_plan(cases, root)
+    plan["target_spacing"], plan["patch_size"], plan["batch_size"] = [2.0, 2.0], [128, 128], 8
+    plan["training"].update(epochs=1, steps_per_epoch=args.steps)
+    # plain reference loop: MONAI UNet + DiceCELoss + Adam, same PatchDataset, no trainer
+    torch.manual_seed(0)
+    ref = build_model(plan)
+    loss_fn, opt = build_loss("dicece"), torch.optim.AdamW(ref.parameters(), lr=2e-3)
+    data = PatchDataset([prepare_case(plan, c) for c in cases], plan, args.steps * 8, 0)
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    ref.train()
+    t0 = time.perf_counter()
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(ref(x), y).backward()
+        opt.step()
+    ref_rate = args.steps * 8 / (time.perf_counter() - t0)
+    model, hist = train_segmenter(plan, cases)
+    ours = hist.steps * 8 / hist.seconds
+    image = cases[0].image
+    plan["target_spacing"], plan["patch_size"] = [1.0, 1.0], [256, 256]
+    times = []
+    for tta in (False, True):
+        segment_image(model, plan, image, tta=tta)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            segment_image(model, plan, image, tta=tta)
+        times.append((time.perf_counter() - t0) / 3)
+    log(args, {"patches_per_s_medlens": ours, "patches_per_s_plain_monai": ref_rate, "ratio": ours / ref_rate,
+               "infer_512_seconds": times[0], "infer_512_tta_seconds": times[1], "threads": torch.get_num_threads()})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["montgomery", "lidc", "isbi", "compare", "msd", "nuclei", "speed"])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--only-folds", type=int, nargs="*")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--tta", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+    if args.cmd in ("montgomery", "lidc", "isbi"):
+        folds = globals()[args.cmd](args, fold_ids=args.only_folds)
+        cv_summary(args, args.cmd, folds)
+    else:
+        globals()[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``medlens segment plan | train | predict | evaluate``: self-configuring segmentation.
+
+A dataset folder pairs images with masks by file name (``images/`` + ``masks/``, ``image/`` +
+``nodule_mask/``, ``images/`` + ``labels/``, ``train/image`` + ``train/label``) or is an ``.npz``
+archive with ``images`` and ``labels``. Typical use::
+
+    medlens segment plan DATA --out run/plan.json          # fingerprint the data, write an editable plan
+    medlens segment train DATA --plan run/plan.json --out run/model
+    medlens segment predict run/model scan.nii.gz xray.png --out masks/
+    medlens segment evaluate masks/ DATA --out report/     # Dice, IoU, HD95, pixel error, overlays
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+
+from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.errors import DatasetError
+from medlens.segment.datasets import MASK_MODES, load_folder
+from medlens.segment.evaluate import evaluate_cases, read_predictions, summarize, write_report
+from medlens.segment.instances import score_instances
+from medlens.segment.infer import predict_files
+from medlens.segment.networks import NETWORKS
+from medlens.segment.plan import check_dataset, load_plan, make_plan, save_plan
+from medlens.segment.train import load_bundle, save_bundle, train_segmenter
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="markdown")
+
+
+def _mask_mode(value: str) -> str:
+    if value not in MASK_MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MASK_MODES)}")
+    return value
+
+
+@app.command()
+@reports_errors
+def plan(
+    data: Path = typer.Argument(..., help="Dataset folder (images + masks) or .npz archive."),
+    out: Path = typer.Option(Path("plan.json"), "--out", "-o", help="Where to write the plan."),
+    mask_mode: str = typer.Option("binary", callback=_mask_mode,
+                                  help="binary (≥128 of 255, else >0), labels (class indices) or instance."),
+    classes: int = typer.Option(2, help="Number of classes, background included (instance mode: 3)."),
+    network: str = typer.Option("unet", help=f"Network: {', '.join(sorted(NETWORKS))}."),
+    seed: int = typer.Option(0, help="Seed of the intensity sampling and of training."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fingerprint DATA (shapes, spacings, foreground intensities, class frequencies) and write plan.json."""
+    if mask_mode == "instance":
+        classes = 3
+    cases = load_folder(data, mask_mode, classes)
+    result = make_plan(cases, data, mask_mode, classes, network, seed)
+    save_plan(result, out)
+    if not quiet_requested(quiet):
+        show = {k: result[k] for k in ("normalization", "target_spacing", "patch_size", "batch_size", "network")}
+        console.print(f"{len(cases)} cases → {out}\n{json.dumps(show, indent=1)}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def train(
+    data: Path = typer.Argument(..., help="The dataset the plan was made from."),
+    plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for plan.json, model.pt, history.json."),
+    epochs: Optional[int] = typer.Option(None, help="Override the plan's training.epochs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train the plan's network on DATA and write a model bundle."""
+    p = load_plan(plan_path)
+    check_dataset(p, data)
+    if epochs is not None:
+        p["training"]["epochs"] = epochs
+    cases = load_folder(data, p["dataset"]["mask_mode"], p["dataset"]["n_classes"])
+    model, history = train_segmenter(p, cases, progress=not quiet_requested(quiet))
+    save_bundle(model, p, out, history)
+    if not quiet_requested(quiet):
+        console.print(f"trained {history.steps} steps in {history.seconds:.1f} s → {out}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def predict(
+    model_dir: Path = typer.Argument(..., help="Bundle written by `medlens segment train`."),
+    inputs: List[Path] = typer.Argument(..., help="Pictures, NIfTI files, DICOM series folders or folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (PNG for pictures, NIfTI otherwise)."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over mirrored inputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Segment images of any size (sliding window) and write masks in each input's geometry."""
+    model, p = load_bundle(model_dir)
+    written = predict_files(model, p, inputs, out, tta)
+    if not quiet_requested(quiet):
+        console.print(f"wrote {len(written)} masks to {out}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    predictions: Path = typer.Argument(..., help="Folder of predicted masks (names as the images)."),
+    data: Path = typer.Argument(..., help="Dataset folder with the true masks."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.csv, metrics.json and overlays/."),
+    mask_mode: str = typer.Option("binary", callback=_mask_mode, help="How the true masks are stored."),
+    classes: int = typer.Option(2, help="Number of classes, background included."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write contour overlay PNGs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Dice, IoU, HD95 and pixel error per case and in summary, with overlay PNGs.
+
+    With `--mask-mode instance` (true masks are instance label images, predictions the 3-class maps of a
+    model trained in instance mode) each case also gets true/predicted instance counts, AP at IoU 0.5
+    (TP/(TP+FP+FN)) and the aggregated Jaccard index; the summary adds the relative count error.
+    """
+    instance = mask_mode == "instance"
+    classes = 3 if instance else classes
+    preds = read_predictions(predictions, "labels" if instance else mask_mode, classes)
+    cases = load_folder(data, mask_mode, classes, names=list(preds))
+    unmatched = set(preds) - {c.case_id for c in cases}
+    if unmatched:
+        raise DatasetError(f"{predictions}: predictions without a true mask in {data}: {sorted(unmatched)[:5]}")
+    per_instance = score_instances(preds, cases) if instance else None
+    if instance:  # pixel metrics on the foreground (interior + boundary)
+        preds = {k: (v > 0).astype(np.int64) for k, v in preds.items()}
+        for c in cases:
+            c.mask = (c.mask > 0).astype(np.int64)
+        classes = 2
+    result = evaluate_cases(preds, cases, classes, out / "overlays" if overlays else None)
+    if per_instance:
+        for row, inst in zip(result["cases"], per_instance):
+            row.update({k: inst[k] for k in ("n_true", "n_pred", "ap", "aji")})
+        result["summary"].update(summarize(result["cases"], ("ap", "aji")))
+        n_true = sum(r["n_true"] for r in per_instance)
+        result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
+    write_report(result, out)
+    if not quiet_requested(quiet):
+        s = result["summary"]
+        console.print(" ".join(f"{k} {v['mean']:.4f}" for k, v in s.items() if isinstance(v, dict)) + f" ({len(cases)} cases) → {out}",
+                      highlight=False)

@@ -1,0 +1,1 @@
+"""Image enhancement: noise models, denoising autoencoders, classical baselines, quality metrics, DICOM output."""

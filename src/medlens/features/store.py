@@ -1,0 +1,55 @@
+"""Feature tables on disk: one ``.npz`` with ``features``, ``labels``, ``ids``, ``feature_names`` and ``meta``.
+
+``meta`` is a JSON string (extractor, dataset, split, seed, medlens version), so the file loads with
+``np.load(path)`` and no pickle (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.errors import BadArchiveError, GeometryError, MedlensError, MissingPathError
+
+KEYS = ("features", "labels", "ids", "feature_names", "meta")
+
+
+def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                  feature_names: list[str], meta: dict[str, Any]) -> Path:
+    """Write the table through a temporary file and a rename; refuses rows or names that do not line up."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise MedlensError(f"{path}: feature files are .npz")
+    features = np.asarray(features, dtype=np.float32)
+    if not (len(features) == len(labels) == len(ids)) or features.shape[1] != len(feature_names):
+        raise GeometryError(f"{path}: {features.shape} features, {len(labels)} labels, {len(ids)} ids and "
+                            f"{len(feature_names)} names do not line up")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.npz")
+    np.savez_compressed(partial, features=features, labels=np.asarray(labels, dtype=np.int64),
+                        ids=np.asarray(ids).astype(str), feature_names=np.asarray(feature_names, dtype=str),
+                        meta=np.asarray(json.dumps(meta)))
+    os.replace(partial, path)
+    return path
+
+
+def load_features(path: str | Path) -> dict[str, Any]:
+    """The table written by :func:`save_features`, ``meta`` decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(path, "feature file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in KEYS if k not in archive.files]
+            if missing:
+                raise BadArchiveError(path, f"missing keys {missing}; write it with `medlens features extract`")
+            table = {k: archive[k] for k in KEYS}
+    except (OSError, ValueError) as exc:
+        raise BadArchiveError(path, f"not a readable npz feature file ({exc})") from exc
+    table["meta"] = json.loads(str(table["meta"]))
+    table["feature_names"] = [str(n) for n in table["feature_names"]]
+    return table

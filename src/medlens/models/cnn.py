@@ -1,0 +1,222 @@
+"""``cnn``: 2D and 3D convolutional networks for image and volume classification.
+
+The spatial dimensionality comes from the data: images ``(N, C, H, W)`` get 2D convolutions,
+volumes ``(N, C, D, H, W)`` 3D ones. Two architectures:
+
+- ``"compact"``: ``depth`` blocks of conv3×3-BatchNorm-ReLU-maxpool2 with widths ``width·2^i``,
+  global average pooling, dropout and a linear classifier;
+- ``"resnet"``: the CIFAR ResNet layout of He et al. (*Deep residual learning*, CVPR 2016, §4.2):
+  a 3×3 stem, three stages of basic residual blocks (MONAI's ``ResNetBlock``) with widths ``width``,
+  ``2·width``, ``4·width`` and strides 1, 2, 2, global average pooling, dropout, linear classifier.
+
+Training uses :class:`~medlens.engine.trainer.Trainer`: class-weighted cross-entropy, AdamW, random
+flips (and, for volumes, random 90° in-plane rotations) as augmentation, and early stopping on an
+inner validation split (stratified and group-aware, :func:`medlens.evaluate.splits.inner_validation_split`,
+from the training set when no ``val`` is given) scored by AUC
+for binary tasks and accuracy otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.networks.nets.resnet import ResNetBlock
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from medlens.data.dataset import ArrayDataset
+from medlens.engine.trainer import Trainer, TrainConfig
+from medlens.errors import ConfigError, ModelError
+from medlens.evaluate.splits import inner_validation_split
+from medlens.models.mlp import class_weights
+from medlens.models.registry import register
+
+_ARCHS = ("compact", "resnet")
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_GAP = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+def compact_cnn(spatial_dims: int, in_channels: int, n_classes: int, width: int = 16, depth: int = 3,
+                dropout: float = 0.2) -> nn.Sequential:
+    """conv-BN-ReLU-pool × ``depth`` → global average pool → dropout → linear."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for i in range(depth):
+        out = width * 2**i
+        layers += [_CONV[spatial_dims](channels, out, 3, padding=1, bias=False), _BN[spatial_dims](out),
+                   nn.ReLU(inplace=True), _POOL[spatial_dims](2)]
+        channels = out
+    layers += [_GAP[spatial_dims](1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def cifar_resnet(spatial_dims: int, in_channels: int, n_classes: int, width: int = 16, blocks: int = 1,
+                 dropout: float = 0.2) -> nn.Sequential:
+    """3×3 stem → three stages of ``blocks`` basic blocks (widths w, 2w, 4w; strides 1, 2, 2) → GAP → linear.
+
+    ``blocks=3`` is ResNet-20 of He et al. (2016); a stride or width change uses a 1×1 convolution
+    + BatchNorm projection shortcut.
+    """
+    conv, bn = _CONV[spatial_dims], _BN[spatial_dims]
+    layers: list[nn.Module] = [conv(in_channels, width, 3, padding=1, bias=False), bn(width), nn.ReLU(inplace=True)]
+    channels = width
+    for stage, stride in enumerate((1, 2, 2)):
+        out = width * 2**stage
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            shortcut = None
+            if s != 1 or channels != out:
+                shortcut = nn.Sequential(conv(channels, out, 1, stride=s, bias=False), bn(out))
+            layers.append(ResNetBlock(channels, out, spatial_dims=spatial_dims, stride=s, downsample=shortcut))
+            channels = out
+    layers += [_GAP[spatial_dims](1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, n_classes)]
+    for module in layers:
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(*layers)
+
+
+def flip_augment(x: Tensor) -> Tensor:
+    """Flip each sample along each spatial axis with probability 1/2; for volumes ``(N, C, D, H, W)``
+    also rotate each sample in the (H, W) plane by a random multiple of 90° (any multiple when H = W,
+    else 0° or 180°). Uses torch's global generator, which :class:`Trainer` seeds."""
+    n = x.shape[0]
+    for axis in range(2, x.dim()):
+        flip = (torch.rand(n, device=x.device) < 0.5).view(-1, *[1] * (x.dim() - 1))
+        x = torch.where(flip, x.flip(axis), x)
+    if x.dim() == 5:
+        turns = torch.randint(0, 4 if x.shape[-1] == x.shape[-2] else 1, (n,), device=x.device)
+        if x.shape[-1] != x.shape[-2]:
+            turns = turns * 2
+        x = x.clone()
+        for k in (1, 2, 3):
+            chosen = turns == k
+            if chosen.any():
+                x[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
+    return x
+
+
+def _score(outputs: Tensor, targets: Tensor) -> float:
+    """AUC for two classes (accuracy when the split holds one class only), else accuracy."""
+    y = targets.numpy()
+    if outputs.shape[1] == 2 and len(np.unique(y)) == 2:
+        return float(roc_auc_score(y, torch.softmax(outputs, 1)[:, 1].numpy()))
+    return float((outputs.argmax(1) == targets).float().mean())
+
+
+@register("cnn")
+class CNNClassifier:
+    """A 2D/3D CNN trained by :class:`Trainer`.
+
+    Parameters
+    ----------
+    arch : {"compact", "resnet"}
+    width : int
+        Channels of the first block; later stages double it.
+    depth : int
+        Conv blocks of the compact net.
+    blocks : int
+        Basic blocks per ResNet stage (3 gives ResNet-20).
+    dropout : float
+        Before the classifier.
+    epochs, batch_size, lr, weight_decay, patience, max_steps :
+        Passed to :class:`TrainConfig` (optimizer AdamW, cosine schedule).
+    class_weight : {"balanced", None}
+        Cross-entropy class weights.
+    augment : bool
+        Random flips (and 90° rotations for volumes).
+    val_fraction : float
+        Inner validation share taken from ``train`` when ``fit`` gets no ``val``.
+    amp, channels_last : see :class:`TrainConfig`.
+    progress : bool
+    seed : int
+    """
+
+    name = "cnn"
+
+    def __init__(self, arch: str = "compact", width: int = 16, depth: int = 3, blocks: int = 1, dropout: float = 0.2,
+                 epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
+                 patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
+                 augment: bool = True, val_fraction: float = 0.15, amp: str = "auto",
+                 channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
+        if arch not in _ARCHS:
+            raise ConfigError(f"models.cnn.arch: unknown {arch!r}; use one of {', '.join(_ARCHS)}")
+        if class_weight not in (None, "balanced"):
+            raise ConfigError(f"models.cnn.class_weight: unknown {class_weight!r}; use 'balanced' or None")
+        if not 0 < val_fraction <= 0.5:
+            raise ConfigError(f"models.cnn.val_fraction: must lie in (0, 0.5], got {val_fraction}")
+        self.arch = arch
+        self.width = width
+        self.depth = depth
+        self.blocks = blocks
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.max_steps = max_steps
+        self.class_weight = class_weight
+        self.augment = augment
+        self.val_fraction = val_fraction
+        self.amp = amp
+        self.channels_last = channels_last
+        self.progress = progress
+        self.seed = seed
+        self.trainer_: Trainer | None = None
+        # Validate the training settings now rather than after the data is loaded.
+        self._config()
+
+    def _config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                           optimizer="adamw", scheduler="cosine", patience=self.patience, max_steps=self.max_steps,
+                           amp=self.amp, channels_last=self.channels_last, seed=self.seed, progress=self.progress)
+
+    def _tensors(self, data: ArrayDataset) -> Tensor:
+        images = np.asarray(data.images, dtype=np.float32)
+        if images.ndim not in (4, 5):
+            raise ModelError(f"models.cnn: images must be (N, C, H, W) or (N, C, D, H, W), got shape {images.shape}")
+        if self.trainer_ is not None and images.ndim != self.spatial_dims_ + 2:
+            raise ModelError(f"models.cnn: fitted on {self.spatial_dims_}D images, got shape {images.shape}")
+        return torch.from_numpy((images - self.mean_) / self.std_)
+
+    def _dataset(self, data: ArrayDataset) -> TensorDataset:
+        return TensorDataset(self._tensors(data), torch.as_tensor(data.labels))
+
+    def fit(self, train: ArrayDataset, val: ArrayDataset | None = None) -> "CNNClassifier":
+        """Train on ``train`` with early stopping on ``val`` (or on an inner split of ``train``)."""
+        if val is None:
+            inner, held = inner_validation_split(train.labels, groups=train.groups, fraction=self.val_fraction,
+                                                 seed=self.seed)
+            train, val = train.subset(inner), train.subset(held)
+        images = np.asarray(train.images, dtype=np.float32)
+        if images.ndim not in (4, 5):
+            raise ModelError(f"models.cnn: images must be (N, C, H, W) or (N, C, D, H, W), got shape {images.shape}")
+        self.spatial_dims_ = images.ndim - 2
+        self.n_classes_ = train.n_classes
+        self.mean_, self.std_ = float(images.mean()), float(images.std()) or 1.0
+        build = compact_cnn if self.arch == "compact" else cifar_resnet
+        size = {"depth": self.depth} if self.arch == "compact" else {"blocks": self.blocks}
+        torch.manual_seed(self.seed)
+        network = build(self.spatial_dims_, images.shape[1], self.n_classes_, width=self.width, dropout=self.dropout,
+                        **size)
+        weights = torch.as_tensor(class_weights(train.labels, self.n_classes_, self.class_weight), dtype=torch.float32)
+        loss = nn.CrossEntropyLoss(weight=weights)
+        trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=_score,
+                          augment=flip_augment if self.augment else None)
+        self.history_ = trainer.fit(self._dataset(train), self._dataset(val))
+        self.trainer_ = trainer
+        self.network_ = network
+        self.n_parameters = sum(p.numel() for p in network.parameters())
+        return self
+
+    def predict_proba(self, data: ArrayDataset) -> np.ndarray:
+        """``(N, K)`` class probabilities; rows sum to 1."""
+        if self.trainer_ is None:
+            raise ModelError("models.cnn: predict_proba called before fit")
+        logits = self.trainer_.predict(self._tensors(data), batch_size=256)
+        return torch.softmax(logits.double(), dim=1).numpy()

@@ -1,0 +1,163 @@
+"""Tables of a study's ``results.json``: metrics as rows, models as columns.
+
+Each model column holds its per-fold summary (mean ± std with the Student-t 95% interval, see
+:func:`medlens.evaluate.stats.summarize`); a ``reference`` entry in the results (a published design's
+figures) becomes one more column with its single values.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+#: (row label, key in ``summary`` / ``reference``) in table order; train time is handled apart.
+METRIC_ROWS: tuple[tuple[str, str], ...] = (
+    ("SE", "sensitivity"),
+    ("SP", "specificity"),
+    ("AR", "accuracy"),
+    ("AUC", "auc"),
+    ("balanced accuracy", "balanced_accuracy"),
+    ("F1", "f1"),
+)
+TRAIN_TIME_ROW = "train time (s)"
+#: Columns of the per-fold table, in order.
+FOLD_COLUMNS: tuple[str, ...] = ("fold", "n_test", "sensitivity", "specificity", "accuracy", "auc",
+                                 "balanced_accuracy", "f1")
+
+
+def _number(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _fmt(value, digits: int = 3) -> str:
+    number = _number(value)
+    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def _summary_cell(summary: dict) -> str:
+    """``"mean ± std [lo, hi]"``, or what of it is known."""
+    if not summary or math.isnan(_number(summary.get("mean"))):
+        return "n/a"
+    text = _fmt(summary["mean"])
+    if not math.isnan(_number(summary.get("std"))):
+        text += f" ± {_fmt(summary['std'])}"
+    lo, hi = (summary.get("ci95") or [math.nan, math.nan])[:2]
+    if not (math.isnan(_number(lo)) or math.isnan(_number(hi))):
+        text += f" [{_fmt(lo)}, {_fmt(hi)}]"
+    return text
+
+
+def reference_name(results: dict) -> str | None:
+    """The display name of the reference column, or None when the results have no reference."""
+    reference = results.get("reference")
+    if not reference:
+        return None
+    return str(reference.get("name") or "reference")
+
+
+def metrics_table(results: dict) -> pd.DataFrame:
+    """Display table: rows SE, SP, AR, AUC, balanced accuracy, F1, train time; one column per model.
+
+    Model cells read ``"mean ± std [lo, hi]"`` (3 decimals; ``"n/a"`` where undefined); the train time
+    cell is ``train_seconds``. The reference column (named after ``reference.name``) shows its single
+    values, ``"n/a"`` where the reference does not report the metric.
+    """
+    rows = [label for label, _ in METRIC_ROWS] + [TRAIN_TIME_ROW]
+    table = pd.DataFrame(index=pd.Index(rows, name="metric"))
+    for model, result in results.get("models", {}).items():
+        summary = result.get("summary", {})
+        cells = [_summary_cell(summary.get(key, {})) for _, key in METRIC_ROWS]
+        cells.append(_fmt(result.get("train_seconds"), 1))
+        table[model] = cells
+    name = reference_name(results)
+    if name is not None:
+        reference = results["reference"]
+        table[name] = [_fmt(reference.get(key)) for _, key in METRIC_ROWS] + ["n/a"]
+    return table
+
+
+def metrics_numeric(results: dict) -> pd.DataFrame:
+    """Numeric table for csv: one row per metric, columns ``<model>_mean``, ``_std``, ``_ci_lo``, ``_ci_hi``.
+
+    The train time row has ``train_seconds`` as its mean and NaN elsewhere. A ``reference`` column
+    holds the reference design's values when the results have one.
+    """
+    rows = [label for label, _ in METRIC_ROWS] + [TRAIN_TIME_ROW]
+    table = pd.DataFrame(index=pd.Index(rows, name="metric"))
+    for model, result in results.get("models", {}).items():
+        summary = result.get("summary", {})
+        columns = {"mean": [], "std": [], "ci_lo": [], "ci_hi": []}
+        for _, key in METRIC_ROWS:
+            entry = summary.get(key) or {}
+            lo, hi = (entry.get("ci95") or [math.nan, math.nan])[:2]
+            columns["mean"].append(_number(entry.get("mean")))
+            columns["std"].append(_number(entry.get("std")))
+            columns["ci_lo"].append(_number(lo))
+            columns["ci_hi"].append(_number(hi))
+        columns["mean"].append(_number(result.get("train_seconds")))
+        for part in ("std", "ci_lo", "ci_hi"):
+            columns[part].append(math.nan)
+        for part, values in columns.items():
+            table[f"{model}_{part}"] = values
+    if results.get("reference"):
+        reference = results["reference"]
+        table["reference"] = [_number(reference.get(key)) for _, key in METRIC_ROWS] + [math.nan]
+    return table
+
+
+def folds_table(model_result: dict) -> pd.DataFrame:
+    """One row per fold of one model: fold, n_test and the fold's metrics (NaN where absent)."""
+    records = [{column: fold.get(column, math.nan) for column in FOLD_COLUMNS}
+               for fold in model_result.get("folds", [])]
+    return pd.DataFrame.from_records(records, columns=list(FOLD_COLUMNS))
+
+
+def _cell(value) -> str:
+    """A fold summary (dict) as ``"mean ± std [lo, hi]"``, a single (pooled) number with 3 decimals."""
+    return _summary_cell(value) if isinstance(value, dict) else _fmt(value)
+
+
+def per_class_table(model_result: dict) -> pd.DataFrame | None:
+    """Multiclass: rows = classes, columns = per-class metrics (sensitivity, specificity, auc, f1).
+
+    Reads ``summary.per_class = {label: {metric: value}}`` where a value is either a fold summary
+    (:func:`medlens.evaluate.stats.summarize`, shown as ``"mean ± std [lo, hi]"``) or one pooled number;
+    None when the model has no per-class entry.
+    """
+    per_class = model_result.get("summary", {}).get("per_class")
+    if not per_class:
+        return None
+    present = {key for entry in per_class.values() for key in entry}
+    known = [key for _, key in METRIC_ROWS if key in present]
+    metrics = known + sorted(present - set(known))
+    records = {label: {key: _cell(entry.get(key)) for key in metrics} for label, entry in per_class.items()}
+    return pd.DataFrame.from_dict(records, orient="index", columns=metrics)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``table`` (index as the first column), cells as text."""
+    header = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for index, row in table.iterrows():
+        cells = [str(index)] + [str(v).replace("|", "\\|") for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``table.md`` (:func:`metrics_table`) and ``table.csv`` (:func:`metrics_numeric`) into ``out_dir``.
+
+    Returns the two paths (markdown, csv).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, csv_path = out / "table.md", out / "table.csv"
+    md_path.write_text(to_markdown(metrics_table(results)), encoding="utf-8")
+    metrics_numeric(results).to_csv(csv_path, float_format="%.6g")
+    return md_path, csv_path

@@ -1,0 +1,150 @@
+"""Scoring masks: Dice, IoU, HD95 and pixel error per case and in summary, and contour overlays.
+
+* Dice ``2|P∩T| / (|P| + |T|)`` and IoU ``|P∩T| / |P∪T|`` (MONAI ``compute_dice``, ``compute_iou``),
+  averaged over the foreground classes.
+* HD95: the 95th percentile of the symmetric surface distances, in mm using the image spacing
+  (MONAI ``compute_hausdorff_distance(percentile=95)``); NaN where one mask is empty and the other not.
+* Pixel error ``1 - accuracy`` over all pixels, as in the ISBI 2012 challenge.
+
+Both masks empty counts as Dice = IoU = 1 and HD95 = 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+from monai.networks.utils import one_hot
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from medlens.errors import DatasetError, GeometryError
+from medlens.evaluate.metrics import dice
+from medlens.segment.datasets import mask_to_target
+from medlens.segment.io import case_name, is_image_file, read_image
+
+
+def _onehot(mask: np.ndarray, n_classes: int) -> torch.Tensor:
+    return one_hot(torch.from_numpy(np.asarray(mask, dtype=np.int64))[None, None], n_classes)
+
+
+def case_metrics(pred: np.ndarray, true: np.ndarray, n_classes: int = 2,
+                 spacing: tuple[float, ...] | None = None) -> dict[str, float]:
+    """Dice, IoU, HD95 (mm) and pixel error of one label map against the truth (foreground classes)."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape:
+        raise GeometryError(f"prediction shape {pred.shape} differs from truth shape {true.shape}")
+    p, t = _onehot(pred, n_classes), _onehot(true, n_classes)
+    dice, iou, hd = [], [], []
+    for k in range(1, n_classes):
+        pk, tk = p[:, k:k + 1], t[:, k:k + 1]
+        ps, ts = bool(pk.any()), bool(tk.any())
+        if not ps and not ts:
+            dice.append(1.0), iou.append(1.0), hd.append(0.0)
+            continue
+        dice.append(float(compute_dice(pk, tk, include_background=True, ignore_empty=False)))
+        iou.append(float(compute_iou(pk, tk, include_background=True, ignore_empty=False)))
+        hd.append(float(compute_hausdorff_distance(pk, tk, include_background=True, percentile=95,
+                                                   spacing=list(spacing) if spacing else None))
+                  if ps and ts else float("nan"))
+    return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou)),
+            "hd95": float(np.mean(hd)), "pixel_error": float(np.mean(pred != true))}
+
+
+def mean_dice(pred: np.ndarray, true: np.ndarray, n_classes: int = 2) -> float:
+    """Foreground Dice (:func:`medlens.evaluate.metrics.dice`) averaged over classes (both empty: 1)."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    return float(np.mean([dice(pred == k, true == k) for k in range(1, n_classes)]))
+
+
+def summarize(rows: list[dict[str, Any]], keys=("dice", "iou", "hd95", "pixel_error")) -> dict[str, dict]:
+    """Mean, std, median and count (NaNs left out) of each metric over cases."""
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], dtype=float)
+        v = v[np.isfinite(v)]
+        out[k] = {"mean": float(v.mean()) if v.size else float("nan"),
+                  "std": float(v.std()) if v.size else float("nan"),
+                  "median": float(np.median(v)) if v.size else float("nan"), "n": int(v.size)}
+    return out
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(img, (0.5, 99.5))
+    return (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, true: np.ndarray | None, path: str | Path) -> Path:
+    """Write an RGB PNG of ``image`` (``(C, ...)``) with the predicted contour in red and the true one in
+    green. Volumes show the slice with the largest true (else predicted) area."""
+    img = image.mean(axis=0)
+    if img.ndim == 3:
+        ref = true if true is not None and true.any() else pred
+        z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(axis=1)))
+        img, pred = img[z], pred[z]
+        true = None if true is None else true[z]
+    rgb = np.repeat(_to_uint8(img)[..., None], 3, axis=2)
+    if true is not None:
+        rgb[find_boundaries(true, mode="inner")] = (0, 255, 0)
+    rgb[find_boundaries(pred, mode="inner")] = (255, 0, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def evaluate_cases(preds: dict[str, np.ndarray], cases, n_classes: int = 2,
+                   overlay_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score predictions (by case id) against :class:`~medlens.segment.datasets.SegCase` truths.
+
+    Returns ``{"cases": [{"case", "dice", "iou", "hd95", "pixel_error"}...], "summary": {...}}``.
+    """
+    rows = []
+    for case in cases:
+        if case.case_id not in preds:
+            raise DatasetError(f"{case.image.meta.get('source')}: no prediction for case {case.case_id}")
+        pred = preds[case.case_id]
+        row = {"case": case.case_id, **case_metrics(pred, case.mask, n_classes, case.image.spacing)}
+        rows.append(row)
+        if overlay_dir is not None:
+            overlay(case.image.array, pred, case.mask, Path(overlay_dir) / f"{case.case_id}.png")
+    return {"cases": rows, "summary": summarize(rows)}
+
+
+def read_predictions(pred_dir: str | Path, mask_mode: str = "binary", n_classes: int = 2) -> dict[str, np.ndarray]:
+    """Label maps from a folder of predicted masks (as written by ``predict``), keyed by case name."""
+    pred_dir = Path(pred_dir)
+    files = sorted(p for p in pred_dir.iterdir() if is_image_file(p)) if pred_dir.is_dir() else []
+    if not files:
+        raise DatasetError(f"{pred_dir}: no predicted masks (png/tif/NIfTI) in this folder")
+    out = {}
+    for p in files:
+        img = read_image(p)
+        raw = img.array[0].astype(img.meta.get("dtype", "float32"))
+        mode = "binary" if mask_mode == "instance" else mask_mode
+        out[case_name(p)] = mask_to_target(raw, mode, n_classes, p)[0]
+    return out
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``metrics.csv`` (one row per case) and ``metrics.json`` (cases and summary)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "metrics.csv", out / "metrics.json"
+    tmp = out / ".tmp-metrics.csv"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(result["cases"][0]))
+        writer.writeheader()
+        writer.writerows(result["cases"])
+    tmp.replace(csv_path)
+    tmp = out / ".tmp-metrics.json"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(json_path)
+    return csv_path, json_path

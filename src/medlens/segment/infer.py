@@ -1,0 +1,83 @@
+"""Inference: sliding-window prediction with mirror test-time augmentation, back to the input geometry.
+
+The prepared image (plan normalisation and spacing) is covered by overlapping windows of the plan's
+patch size (MONAI ``sliding_window_inference``, Gaussian blending). With TTA the softmax is averaged
+over the identity and a mirror along each axis in ``flip_axes``. Probabilities are resized back to the
+input's shape (linear) before the arg-max, so the mask has the input's size and geometry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from medlens.errors import MissingPathError
+from medlens.image import MedImage
+from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask
+from medlens.segment.plan import prepare_image, resize
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray,
+                          tta: bool | None = None) -> np.ndarray:
+    """Class probabilities ``(K, ...)`` for a prepared ``(C, ...)`` array."""
+    inf = plan["inference"]
+    tta = inf.get("tta_flips", True) if tta is None else tta
+    device = next(model.parameters()).device
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        out = sliding_window_inference(inp, plan["patch_size"], int(inf.get("sw_batch_size", 4)), model,
+                                       overlap=float(inf.get("overlap", 0.5)), mode="gaussian")
+        return torch.softmax(out, dim=1)
+
+    prob = run(t)
+    if tta:
+        axes = [a + 2 for a in plan["augmentations"].get("flip_axes", [])]
+        for a in axes:
+            prob += torch.flip(run(torch.flip(t, [a])), [a])
+        prob /= 1 + len(axes)
+    return prob[0].cpu().numpy()
+
+
+def segment_prepared(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray, tta: bool | None = None
+                     ) -> np.ndarray:
+    """Arg-max label map for a prepared array (in the plan's spacing)."""
+    return predict_probabilities(model, plan, x, tta).argmax(axis=0)
+
+
+def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage, tta: bool | None = None,
+                  return_probabilities: bool = False):
+    """Label map ``(*image.shape)`` of an image of any size, in its own geometry.
+
+    With ``return_probabilities`` also the class probabilities ``(K, *image.shape)``.
+    """
+    prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
+    mask = prob.argmax(axis=0).astype(np.int64)
+    return (mask, prob) if return_probabilities else mask
+
+
+def predict_files(model: torch.nn.Module, plan: dict[str, Any], inputs: list[str | Path], out_dir: str | Path,
+                  tta: bool | None = None) -> list[Path]:
+    """Segment each input (picture, NIfTI, DICOM folder, or a folder of pictures/NIfTI files) and write
+    ``out_dir/<name>.png`` or ``.nii.gz`` with the input's geometry. Returns the written paths."""
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if not item.exists():
+            raise MissingPathError(item)
+        if item.is_dir() and any(is_image_file(p) for p in item.iterdir()):
+            paths += sorted(p for p in item.iterdir() if is_image_file(p))
+        else:
+            paths.append(item)
+    written = []
+    for path in paths:
+        image = read_image(path)
+        mask = segment_image(model, plan, image, tta)
+        target = out_dir / (case_name(path) + mask_suffix(image))
+        written.append(write_mask(mask, image, target, plan["dataset"]["n_classes"]))
+    return written

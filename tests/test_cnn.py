@@ -1,0 +1,92 @@
+"""2D and 3D CNNs on real MedMNIST: BreastMNIST (ultrasound, 28×28) and AdrenalMNIST3D (shape masks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medlens.data.dataset import ArrayDataset
+from medlens.errors import ConfigError, ModelError
+from medlens.models.cnn import cifar_resnet, compact_cnn, flip_augment
+from medlens.models.registry import build
+
+from conftest import need
+
+torch.set_num_threads(1)  # on the shared 2-core CPU one thread per process is fastest
+
+
+def load(path, pool: int = 1) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset]:
+    """(train, val, test) of a MedMNIST archive scaled to [0, 1], average-pooled by ``pool`` per axis."""
+    z = np.load(path)
+    parts = []
+    for split in ("train", "val", "test"):
+        images = z[f"{split}_images"].astype(np.float32) / 255.0
+        if pool > 1:
+            shape = [len(images)] + [s for n in images.shape[1:] for s in (n // pool, pool)]
+            images = images.reshape(shape).mean(axis=tuple(range(2, len(shape), 2)))
+        parts.append(ArrayDataset(images=images[:, None], labels=z[f"{split}_labels"]))
+    return tuple(parts)
+
+
+def checked_auc(model, data) -> float:
+    proba = model.predict_proba(data)
+    assert proba.shape == (len(data), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    return roc_auc_score(data.labels, proba[:, 1])
+
+
+def test_compact_2d_beats_baseline_and_is_deterministic(data_root):
+    train, val, test = load(need(data_root, "medmnist/breastmnist.npz"))
+    params = dict(arch="compact", width=16, epochs=6, batch_size=64, seed=0)
+    first = build("cnn", **params).fit(train, val)
+    assert checked_auc(first, test) > 0.8
+    history = first.history_
+    assert history.best_epoch == int(np.argmax(history.val_score))
+    second = build("cnn", **params).fit(train, val)
+    np.testing.assert_array_equal(first.predict_proba(test), second.predict_proba(test))
+
+
+def test_resnet_2d_with_inner_validation_split(data_root):
+    train, _, test = load(need(data_root, "medmnist/breastmnist.npz"))
+    model = build("cnn", arch="resnet", width=8, blocks=1, epochs=5, batch_size=64, val_fraction=0.2).fit(train)
+    assert checked_auc(model, test) > 0.75
+    # The inner validation part (20% of 546, stratified) is held out of training: fewer steps per epoch.
+    steps_per_epoch = model.history_.steps / len(model.history_.train_loss)
+    assert steps_per_epoch == np.ceil(round(546 * 0.8) / 64)
+    assert model.n_parameters == sum(p.numel() for p in model.network_.parameters())
+
+
+def test_compact_3d_on_adrenal_volumes(data_root):
+    train, val, test = load(need(data_root, "medmnist/adrenalmnist3d.npz"), pool=2)  # 14³ volumes
+    model = build("cnn", arch="compact", width=8, depth=2, epochs=4, batch_size=64, lr=3e-3).fit(train, val)
+    assert model.spatial_dims_ == 3
+    assert checked_auc(model, test) > 0.7
+    with pytest.raises(ModelError, match="fitted on 3D"):
+        model.predict_proba(load(need(data_root, "medmnist/breastmnist.npz"))[2])
+
+
+def test_networks_shapes_and_augmentation():
+    for dims, shape in ((2, (3, 1, 20, 20)), (3, (3, 2, 8, 12, 12))):
+        x = torch.randn(shape)
+        for net in (compact_cnn(dims, shape[1], 4, width=4), cifar_resnet(dims, shape[1], 4, width=4, blocks=2)):
+            assert net(x).shape == (3, 4)
+    torch.manual_seed(0)
+    volume = torch.arange(2 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4).repeat(16, 1, 1, 1, 1)
+    moved = flip_augment(volume)
+    assert moved.shape == volume.shape
+    # Flips and rotations permute voxels: each sample keeps its values, and some samples change.
+    assert torch.equal(moved.flatten(1).sort(1).values, volume.flatten(1).sort(1).values)
+    assert not torch.equal(moved, volume)
+
+
+def test_cnn_config_errors():
+    with pytest.raises(ConfigError, match="models.cnn.arch"):
+        build("cnn", arch="vgg")
+    with pytest.raises(ConfigError, match="val_fraction"):
+        build("cnn", val_fraction=0.9)
+    with pytest.raises(ConfigError, match="train.lr"):
+        build("cnn", lr=0)
+    with pytest.raises(ModelError, match="images must be"):
+        build("cnn").fit(ArrayDataset(images=np.zeros((40, 28, 28), np.float32), labels=np.arange(40) % 2))

@@ -1,0 +1,68 @@
+"""Dice, IoU, HD95 and pixel error on real lung masks, checked against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+
+from conftest import need
+from medlens.errors import GeometryError
+from medlens.evaluate import metrics
+from medlens.segment.evaluate import case_metrics, mean_dice, overlay, summarize
+
+
+@pytest.fixture(scope="module")
+def lung_masks(data_root):
+    folder = need(data_root, "montgomery_cxr_lung_masks/masks")
+    return [np.asarray(Image.open(p)) >= 128 for p in sorted(folder.glob("*.png"))[:3]]
+
+
+def _hd95_scipy(a: np.ndarray, b: np.ndarray, spacing) -> float:
+    """Symmetric 95th-percentile surface distance with edges = mask minus its erosion."""
+    ea, eb = a ^ ndi.binary_erosion(a), b ^ ndi.binary_erosion(b)
+    da = ndi.distance_transform_edt(~eb, sampling=spacing)[ea]
+    db = ndi.distance_transform_edt(~ea, sampling=spacing)[eb]
+    return max(np.percentile(da, 95), np.percentile(db, 95))
+
+
+def test_metrics_agree_with_independent_formulas(lung_masks):
+    for true in lung_masks:
+        pred = ndi.binary_dilation(np.roll(true, 7, axis=0), iterations=3)
+        m = case_metrics(pred.astype(int), true.astype(int), 2, spacing=(0.7, 0.5))
+        inter, s = np.logical_and(pred, true).sum(), pred.sum() + true.sum()
+        assert m["dice"] == pytest.approx(2 * inter / s, rel=1e-6)
+        assert m["iou"] == pytest.approx(inter / np.logical_or(pred, true).sum(), rel=1e-6)
+        assert m["pixel_error"] == pytest.approx(np.mean(pred != true))
+        assert m["hd95"] == pytest.approx(_hd95_scipy(pred, true, (0.7, 0.5)), rel=0.02)
+        assert mean_dice(pred.astype(int), true.astype(int)) == pytest.approx(m["dice"], rel=1e-6)
+        assert metrics.dice(pred, true) == pytest.approx(m["dice"], rel=1e-6)
+        assert metrics.iou(pred, true) == pytest.approx(m["iou"], rel=1e-6)
+
+
+def test_perfect_and_empty_conventions(lung_masks):
+    true = lung_masks[0].astype(int)
+    m = case_metrics(true, true)
+    assert m == {"dice": 1.0, "iou": 1.0, "hd95": 0.0, "pixel_error": 0.0}
+    empty = np.zeros_like(true)
+    assert case_metrics(empty, empty)["dice"] == 1.0
+    m = case_metrics(empty, true)
+    assert m["dice"] == 0.0 and np.isnan(m["hd95"])
+    s = summarize([case_metrics(true, true), m])
+    assert s["hd95"]["n"] == 1 and s["dice"]["mean"] == 0.5
+    with pytest.raises(GeometryError):
+        case_metrics(true[:10], true)
+
+
+def test_overlay_png(lung_masks, tmp_path, data_root):
+    image = np.asarray(Image.open(need(data_root, "montgomery_cxr_lung_masks/images/MCUCXR_0001_0.png")))
+    true = lung_masks[0]
+    pred = ndi.binary_erosion(true, iterations=5)
+    path = overlay(image[None].astype(np.float32), pred, true, tmp_path / "o.png")
+    rgb = np.asarray(Image.open(path))
+    assert rgb.shape == (512, 512, 3)
+    red = (rgb == (255, 0, 0)).all(axis=2)
+    green = (rgb == (0, 255, 0)).all(axis=2)
+    assert red.sum() > 500 and green.sum() > 500
+    assert true[green].all() and pred[red].all()
