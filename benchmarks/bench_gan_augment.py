@@ -8,8 +8,10 @@ For each dataset and each labelled fraction of the official training split (stra
    the full training split, in the feature space of a compact ``cnn`` trained on the full training
    split for ``--extractor-epochs`` epochs (the in-domain extractor; not Inception), next to the real-versus-real floor (test split
    against training split), and the nearest-neighbour copy check against the labelled subset;
-3. the ``cnn`` model (compact, width ``--width``, depth 3, ``--epochs`` epochs) is trained per seed under three conditions, with the
-   official validation split for epoch selection, and scored on the official test split:
+3. the ``cnn`` model (compact, width ``--width``, depth 3, batch 32, about ``--steps`` optimiser steps
+   whatever the training-set size: ``epochs = max(3, ceil(steps · batch / n))``) is trained per seed
+   under three conditions, keeping the epoch of best AUC on the official validation split, and scored
+   on the official test split:
    ``none`` (no augmentation), ``classical`` (random flips, the ``cnn`` model's ``augment=True``),
    ``gan`` (no flips; ``augment_with_generator`` appends, per class, as many synthetic images as the
    labelled subset's largest class has).
@@ -54,6 +56,29 @@ def labelled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
     return np.sort(kept)
 
 
+def train_or_reuse_gan(subset, folder: Path, args, labels: list[str], extra: dict) -> tuple[GAN, dict]:
+    """Train the DCGAN on ``subset`` and save it to ``folder``, or load it from an earlier run with the
+    same number of steps; returns the GAN and its loss summary."""
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        saved = json.loads(manifest.read_text())
+        if saved["config"]["steps"] == args.gan_steps and saved["config"]["width"] == args.gan_width:
+            losses = saved.get("losses") or {"gan_seconds": saved["history"]["seconds"],
+                                             "gan_steps": saved["history"]["steps"],
+                                             "d_loss_last100": saved["history"]["d_loss_last100"],
+                                             "g_loss_last100": saved["history"]["g_loss_last100"]}
+            return GAN.load(folder), losses
+    config = GANConfig(kind="dcgan", image_size=28, n_classes=2, width=args.gan_width, steps=args.gan_steps, seed=0)
+    gan = GAN(config, labels)
+    history = gan.fit(subset.images, subset.labels)
+    losses = {"gan_seconds": history.seconds, "gan_steps": len(history.g_loss),
+              **{f"{k}_{part}": float(np.mean(getattr(history, k)[sl]))
+                 for k in ("d_loss", "g_loss") for part, sl in (("first100", slice(100)), ("last100", slice(-100, None)))}}
+    gan.save(folder, extra={**extra, "losses": losses})
+    save_grid(gan.sample(32, seed=1)[0], folder / "samples.png")
+    return gan, losses
+
+
 def proportional_samples(gan: GAN, n: int, labels: np.ndarray, seed: int) -> np.ndarray:
     """``n`` samples with classes in the proportions of ``labels``."""
     counts = np.round(np.bincount(labels, minlength=gan.config.n_classes) / len(labels) * n).astype(int)
@@ -69,30 +94,24 @@ def run(name: str, args) -> dict:
     extractor = FeatureExtractor(width=args.width, epochs=args.extractor_epochs, seed=0).fit(train)
     result = {"dataset": name, "n_train": len(train), "n_val": len(val), "n_test": len(test),
               "extractor_seconds": time.perf_counter() - start, "fractions": {}}
-    clf = {"arch": "compact", "width": args.width, "depth": 3, "epochs": args.epochs, "patience": 5}
+    clf = {"arch": "compact", "width": args.width, "depth": 3, "batch_size": args.batch_size, "patience": None}
     for fraction in args.fractions:
         subset = train.subset(labelled_subset(train.labels, fraction, 0))
-        config = GANConfig(kind="dcgan", image_size=28, n_classes=2, width=args.gan_width, steps=args.gan_steps, seed=0)
-        gan = GAN(config, data.meta["labels"])
-        history = gan.fit(subset.images, subset.labels)
-        folder = gan.save(out / f"gan_{fraction:g}", extra={"dataset": name, "fraction": fraction,
-                                                              "n_labelled": len(subset)})
-        save_grid(gan.sample(32, seed=1)[0], folder / "samples.png")
+        gan, losses = train_or_reuse_gan(subset, out / f"gan_{fraction:g}", args, data.meta["labels"],
+                                         {"dataset": name, "fraction": fraction, "n_labelled": len(subset)})
         synthetic = proportional_samples(gan, 1000, train.labels, seed=100)
         quality = quality_report(extractor, train.images, test.images, synthetic, subset.images)
         n_per_class = int(np.bincount(subset.labels).max())
-        entry = {"n_labelled": len(subset), "gan_seconds": history.seconds, "gan_steps": len(history.g_loss),
-                 **{f"{k}_{part}": float(np.mean(getattr(history, k)[sl]))
-                    for k in ("d_loss", "g_loss") for part, sl in (("first100", slice(100)),
-                                                                   ("last100", slice(-100, None)))},
-                 "quality": quality, "n_synthetic_per_class": n_per_class, "runs": []}
-        print(f"{name} {fraction:g}: n={len(subset)} GAN {history.seconds:.0f} s, FID {quality['fid']:.2f} "
+        entry = {"n_labelled": len(subset), **losses, "quality": quality, "n_synthetic_per_class": n_per_class,
+                 "classifier_steps": args.steps, "runs": []}
+        print(f"{name} {fraction:g}: n={len(subset)} GAN {losses['gan_seconds']:.0f} s, FID {quality['fid']:.2f} "
               f"(real-vs-real {quality['fid_real_vs_real']:.2f}), copy ratio {quality['ratio']:.2f}", flush=True)
         for seed in range(args.seeds):
             augmented = augment_with_generator(subset, gan, n_per_class, seed=1000 + seed)
             for condition in CONDITIONS:
-                model = build("cnn", augment=condition == "classical", seed=seed, **clf)
                 fit_on = augmented if condition == "gan" else subset
+                epochs = max(args.min_epochs, -(-args.steps * args.batch_size // len(fit_on)))
+                model = build("cnn", augment=condition == "classical", seed=seed, epochs=epochs, **clf)
                 t0 = time.perf_counter()
                 model.fit(fit_on, val)
                 scores = classification_metrics(test.labels, model.predict_proba(test))
@@ -146,7 +165,10 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(FILES), choices=list(FILES))
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.25, 1.0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8, help="classifier epochs (early stopping patience 5)")
+    parser.add_argument("--steps", type=int, default=400,
+                        help="classifier optimiser steps: epochs = max(--min-epochs, ceil(steps·batch / n_train))")
+    parser.add_argument("--min-epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--width", type=int, default=8, help="classifier and extractor width")
     parser.add_argument("--extractor-epochs", type=int, default=4)
     parser.add_argument("--gan-steps", type=int, default=400)

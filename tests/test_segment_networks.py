@@ -64,3 +64,10 @@ def test_dice_loss_small_for_perfect_and_large_for_wrong():
         loss = build_loss(name)
         assert float(loss(good, target)) < 0.01
         assert float(loss(bad, target)) > 0.9
+
+
+def test_cli_lists_every_registered_network():
+    from medlens.commands.segment import NETWORK_NAMES
+    from medlens.segment.networks import NETWORKS
+
+    assert set(NETWORK_NAMES) == set(NETWORKS)

@@ -73,6 +73,18 @@ class ProtocolConfig(_Strict):
     threshold: float = Field(0.5, gt=0, lt=1)
 
 
+class AugmentConfig(_Strict):
+    """Synthetic training images from a trained conditional GAN (``medlens synth train``).
+
+    Only the training part of each fold is augmented, never its validation or test part. Train the
+    GAN on data that excludes every test sample (e.g. the official train split), or k-fold leaks.
+    """
+
+    kind: Literal["gan"] = "gan"
+    checkpoint: Path
+    n_per_class: int = Field(100, ge=1)
+
+
 class ModelConfig(_Strict):
     """One row of the comparison: a registered model with its parameters.
 
@@ -120,6 +132,7 @@ class StudyConfig(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     models: list[ModelConfig]
+    augment: AugmentConfig | None = None
     reference: ReferenceConfig | None = None
     quick: QuickConfig = Field(default_factory=QuickConfig)
     seed: int = 0

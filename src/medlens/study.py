@@ -155,8 +155,14 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
     fold_rows, seconds, description, n_parameters = [], 0.0, model_cfg.description, None
     for fold in folds:
         model = build(model_cfg.name, **_model_params(model_cfg, quick, fold.seed))
+        train = data.subset(fold.train)
+        if config.augment is not None:
+            from medlens.synth.augment import augment_with_generator
+
+            train = augment_with_generator(train, config.augment.checkpoint, config.augment.n_per_class,
+                                           seed=fold.seed)
         start = time.perf_counter()
-        model.fit(data.subset(fold.train), data.subset(fold.val))
+        model.fit(train, data.subset(fold.val))
         seconds += time.perf_counter() - start
         proba = np.asarray(model.predict_proba(data.subset(fold.test)), dtype=np.float64)
         if proba.shape != (len(fold.test), n_classes):

@@ -22,12 +22,11 @@ import typer
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import DatasetError
 from medlens.segment.datasets import MASK_MODES, load_folder
-from medlens.segment.evaluate import evaluate_cases, read_predictions, summarize, write_report
 from medlens.segment.instances import score_instances
-from medlens.segment.infer import predict_files
-from medlens.segment.networks import NETWORKS
-from medlens.segment.plan import check_dataset, load_plan, make_plan, save_plan
-from medlens.segment.train import load_bundle, save_bundle, train_segmenter
+
+# The network names, kept here so that `medlens --help` need not import torch and MONAI;
+# test_segment_cli checks them against medlens.segment.networks.NETWORKS.
+NETWORK_NAMES = ("atrous", "fcn", "pyramid", "unet")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode="markdown")
 
@@ -46,11 +45,13 @@ def plan(
     mask_mode: str = typer.Option("binary", callback=_mask_mode,
                                   help="binary (≥128 of 255, else >0), labels (class indices) or instance."),
     classes: int = typer.Option(2, help="Number of classes, background included (instance mode: 3)."),
-    network: str = typer.Option("unet", help=f"Network: {', '.join(sorted(NETWORKS))}."),
+    network: str = typer.Option("unet", help=f"Network: {', '.join(NETWORK_NAMES)}."),
     seed: int = typer.Option(0, help="Seed of the intensity sampling and of training."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Fingerprint DATA (shapes, spacings, foreground intensities, class frequencies) and write plan.json."""
+    from medlens.segment.plan import make_plan, save_plan
+
     if mask_mode == "instance":
         classes = 3
     cases = load_folder(data, mask_mode, classes)
@@ -71,6 +72,9 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the plan's network on DATA and write a model bundle."""
+    from medlens.segment.plan import check_dataset, load_plan
+    from medlens.segment.train import save_bundle, train_segmenter
+
     p = load_plan(plan_path)
     check_dataset(p, data)
     if epochs is not None:
@@ -92,6 +96,9 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Segment images of any size (sliding window) and write masks in each input's geometry."""
+    from medlens.segment.infer import predict_files
+    from medlens.segment.train import load_bundle
+
     model, p = load_bundle(model_dir)
     written = predict_files(model, p, inputs, out, tta)
     if not quiet_requested(quiet):
@@ -115,6 +122,8 @@ def evaluate(
     model trained in instance mode) each case also gets true/predicted instance counts, AP at IoU 0.5
     (TP/(TP+FP+FN)) and the aggregated Jaccard index; the summary adds the relative count error.
     """
+    from medlens.segment.evaluate import evaluate_cases, read_predictions, summarize, write_report
+
     instance = mask_mode == "instance"
     classes = 3 if instance else classes
     preds = read_predictions(predictions, "labels" if instance else mask_mode, classes)

@@ -88,10 +88,15 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
 
 @app.command("train")
 @reports_errors
-def train(config: Path = typer.Argument(..., help="YAML training config (see `medlens synth --help`)."),
+def train(config: Path = typer.Argument(..., help="YAML training config (keys listed above)."),
           out: Path | None = typer.Option(None, "--out", help="Checkpoint folder (overrides `out:`)."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
-    """Train a conditional DCGAN or WGAN-GP; writes weights, manifest.json and a samples.png grid."""
+    """Train a conditional DCGAN or WGAN-GP; writes weights, manifest.json and a samples.png grid.
+
+    CONFIG keys: `data` (MedMNIST .npz), `split` (train), `fraction` (stratified share, 1.0), `out`
+    (folder), `gan` (kind: dcgan | wgan-gp, image_size: 28 | 64, steps, batch_size, width, latent_dim,
+    lr, n_critic, gp_weight, real_label, seed).
+    """
     folder = train_from_config(load_config(config), out, progress=not quiet_requested(quiet))
     console.print(f"GAN written to {folder}")
 

@@ -62,11 +62,11 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "gaussian": gaussian, "median": median, "bilateral": bilateral, "tv": tv, "nlm": nlm,
 }
 GRIDS: dict[str, dict[str, list[Any]]] = {
-    "gaussian": {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0]},
+    "gaussian": {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0]},
     "median": {"size": [3, 5]},
-    "bilateral": {"sigma_color": [0.05, 0.1, 0.2, 0.3], "sigma_spatial": [1.0, 2.0]},
-    "tv": {"weight": [0.02, 0.05, 0.1, 0.2]},
-    "nlm": {"h_factor": [0.6, 0.8, 1.0, 1.2], "patch_size": [3, 5]},
+    "bilateral": {"sigma_color": [0.05, 0.1, 0.2, 0.3, 0.5], "sigma_spatial": [1.0, 2.0]},
+    "tv": {"weight": [0.02, 0.05, 0.1, 0.2, 0.4]},
+    "nlm": {"h_factor": [0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0, 3.0], "patch_size": [3, 5]},
 }
 DESCRIPTIONS = {
     "gaussian": "Gaussian low-pass (scipy.ndimage)",
