@@ -100,7 +100,7 @@ def flip_augment(x: Tensor) -> Tensor:
     return x
 
 
-def _score(outputs: Tensor, targets: Tensor) -> float:
+def validation_score(outputs: Tensor, targets: Tensor) -> float:
     """AUC for two classes (accuracy when the split holds one class only), else accuracy."""
     y = targets.numpy()
     if outputs.shape[1] == 2 and len(np.unique(y)) == 2:
@@ -206,7 +206,7 @@ class CNNClassifier:
                         **size)
         weights = torch.as_tensor(class_weights(train.labels, self.n_classes_, self.class_weight), dtype=torch.float32)
         loss = nn.CrossEntropyLoss(weight=weights)
-        trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=_score,
+        trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=validation_score,
                           augment=flip_augment if self.augment else None)
         self.history_ = trainer.fit(self._dataset(train), self._dataset(val))
         self.trainer_ = trainer

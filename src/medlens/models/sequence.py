@@ -42,7 +42,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.engine.trainer import TrainConfig, Trainer
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.splits import inner_validation_split
-from medlens.models.cnn import _score, compact_cnn
+from medlens.models.cnn import compact_cnn, validation_score
 from medlens.models.mlp import class_weights
 from medlens.models.registry import build, register
 
@@ -203,7 +203,7 @@ class CNNLSTM:
                              weight_decay=self.weight_decay, optimizer="adamw", scheduler="cosine",
                              patience=self.patience, max_steps=self.max_steps, amp=self.amp,
                              channels_last=False, seed=self.seed, progress=self.progress)
-        self.trainer_ = Trainer(module, lambda out, y: loss.to(out.device)(out, y), config, score=_score,
+        self.trainer_ = Trainer(module, lambda out, y: loss.to(out.device)(out, y), config, score=validation_score,
                                 augment=_flip_slices if self.augment else None)
         data = [TensorDataset(self._tensors(d), torch.as_tensor(d.labels)) for d in (train, val)]
         self.history_ = self.trainer_.fit(*data)

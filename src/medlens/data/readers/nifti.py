@@ -25,7 +25,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medlens.errors import EmptyImageError, MissingPathError, UnreadableFileError
+from medlens.data.readers._checks import existing_file
+from medlens.errors import EmptyImageError, UnreadableFileError
 from medlens.image import MedImage
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -44,11 +45,7 @@ def read_nifti(path: str | Path) -> MedImage:
     MedImage
         ``(C, D, H, W)`` for 3D and 4D files (C = 1, or the fourth axis), ``(C, H, W)`` for 2D.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingPathError(path, "file")
-    if path.stat().st_size == 0:
-        raise EmptyImageError(path, "file is empty (0 bytes)")
+    path = existing_file(path)
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)

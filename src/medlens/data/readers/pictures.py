@@ -15,7 +15,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from medlens.errors import EmptyImageError, MissingPathError, UnreadableFileError
+from medlens.data.readers._checks import existing_file
+from medlens.errors import EmptyImageError, UnreadableFileError
 from medlens.image import MedImage
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -35,11 +36,7 @@ def read_picture(path: str | Path) -> MedImage:
     MedImage
         ``(C, H, W)`` (or ``(1, D, H, W)`` for a TIFF stack), stored dtype, modality ``OT``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingPathError(path, "file")
-    if path.stat().st_size == 0:
-        raise EmptyImageError(path, "file is empty (0 bytes)")
+    path = existing_file(path)
     try:
         array = _read_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _read_pillow(path)
     except (OSError, ValueError, SyntaxError, tifffile.TiffFileError) as exc:
