@@ -31,7 +31,7 @@ def data_root() -> Path:
     root = os.environ.get("MEDLENS_DATA")
     if not root or not Path(root).is_dir():
         pytest.skip(f"real data not found: set MEDLENS_DATA to the shared data folder (got {root!r})")
-    return Path(root)
+    return Path(root).resolve()
 
 
 def need(data_root: Path, relative: str) -> Path:
