@@ -297,18 +297,17 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     }
     write_outputs(results, oof, data, out_dir)
     results["provenance"]["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_atomic(out_dir / "results.json", json.dumps(_plain(results), indent=2))
+    write_atomic(out_dir / "results.json", json.dumps(_plain(results), indent=2))  # last: marks a finished study
     return results
 
 
 def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]], data: ArrayDataset,
                   out_dir: Path) -> None:
-    """results.json, predictions.csv, table.md/csv, figures and report.html."""
+    """predictions.csv, table.md/csv, figures and report.html (results.json is written by the caller)."""
     from medlens.report.figures import plot_comparison, plot_confusion, plot_reliability, plot_roc
     from medlens.report.html import write_report
     from medlens.report.tables import write_tables
 
-    write_atomic(out_dir / "results.json", json.dumps(_plain(results), indent=2))
     ids = data.ids if data.ids is not None else np.arange(len(data)).astype(str)
     frame = pd.DataFrame({"id": ids, "label": data.labels})
     if data.groups is not None:
