@@ -12,9 +12,11 @@ from medlens.commands import data as data_commands
 from medlens.commands import denoise as denoise_commands
 from medlens.commands import features as features_commands
 from medlens.commands import inspect as inspect_command
+from medlens.commands import predict as predict_command
 from medlens.commands import segment as segment_commands
 from medlens.commands import study as study_command
 from medlens.commands import synth as synth_commands
+from medlens.commands import train as train_command
 
 app = typer.Typer(
     name="medlens",
@@ -52,6 +54,8 @@ def main(
 app.add_typer(data_commands.app, name="data")
 app.command(name="inspect")(inspect_command.inspect)
 app.command(name="study")(study_command.study)
+app.command(name="train")(train_command.train)
+app.command(name="predict")(predict_command.predict)
 app.add_typer(segment_commands.app, name="segment")
 app.add_typer(denoise_commands.app, name="denoise")
 app.add_typer(features_commands.app, name="features")

@@ -1,0 +1,162 @@
+"""Apply a bundle to image files: read, prepare like training, predict, one table row per image.
+
+2D bundles (MedMNIST-style) take pictures (PNG, JPEG, BMP, TIFF) and ``.npz`` archives (every image of
+``test_images``, else ``images``). Each image is brought to the bundle's layout the way the
+``medmnist`` builder prepared the training data: integer pixels scaled by their type's maximum
+(``x / 255`` for 8-bit), colour averaged to grayscale when the model takes one channel, and resized
+to the training height × width (scikit-image ``resize``, linear interpolation with anti-aliasing).
+A file that cannot be read gets its error in its row; the others still run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from medlens.bundle import Bundle
+from medlens.data.dataset import ArrayDataset
+from medlens.errors import MedlensError, UnreadableFileError
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NPZ_KEYS = ("test_images", "images")
+
+
+@dataclass
+class Prepared:
+    """The images of one input file, ready for the model, or the reason they are not."""
+
+    path: Path
+    images: np.ndarray | None = None  # (n, C, H, W) float32
+    error: str | None = None
+    index: list[int] = field(default_factory=list)
+
+
+def scale_pixels(array: np.ndarray) -> np.ndarray:
+    """Integer pixels divided by their type's maximum (``x / 255`` for uint8); floats kept as they are."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    return array.astype(np.float32)
+
+
+def fit_layout(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One ``(C, H, W)`` image brought to the bundle's ``(C', H', W')``: grayscale by channel mean when
+    ``C' = 1``, grayscale replicated when ``C = 1 < C'``, then resized to ``H' × W'``."""
+    from skimage.transform import resize
+
+    channels, size = shape[0], tuple(shape[1:])
+    if image.shape[0] != channels:
+        if channels == 1:
+            image = image.mean(axis=0, keepdims=True)
+        elif image.shape[0] == 1:
+            image = np.repeat(image, channels, axis=0)
+        else:
+            raise ValueError(f"has {image.shape[0]} channels, the model takes {channels}")
+    if image.shape[1:] != size:
+        image = resize(image, (channels, *size), order=1, anti_aliasing=True, preserve_range=True)
+    return image.astype(np.float32)
+
+
+def _picture(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    from medlens.data.readers.pictures import read_picture
+
+    array = read_picture(path).array
+    if array.ndim != 3:
+        raise UnreadableFileError(path, f"expected a 2D picture, got array shape {array.shape}")
+    return fit_layout(scale_pixels(array), shape)[None]
+
+
+def _npz(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            key = next((k for k in NPZ_KEYS if k in archive.files), None)
+            if key is None:
+                raise UnreadableFileError(path, f"archive has none of the keys {', '.join(NPZ_KEYS)} "
+                                                f"(found {', '.join(archive.files) or 'nothing'})")
+            stack = archive[key]
+    except (OSError, ValueError, EOFError) as exc:
+        raise UnreadableFileError(path, f"not a readable .npz archive ({exc})") from exc
+    if stack.ndim == 3:  # (N, H, W) grayscale
+        stack = stack[:, None]
+    elif stack.ndim == 4 and stack.shape[-1] in (3, 4) and stack.shape[1] not in (1, 3):  # (N, H, W, C)
+        stack = np.moveaxis(stack[..., :3], -1, 1)
+    if stack.ndim != 4 or len(stack) == 0:
+        raise UnreadableFileError(path, f"'{key}' must hold (N, H, W) or (N, H, W, C) images, got {stack.shape}")
+    scaled = scale_pixels(stack)
+    return np.stack([fit_layout(image, shape) for image in scaled])
+
+
+def prepare_file(path: str | Path, shape: tuple[int, ...]) -> Prepared:
+    """Read one input file into model-ready images of per-sample ``shape``; errors are kept, not raised."""
+    path = Path(path)
+    try:
+        if len(shape) != 3:
+            raise MedlensError(f"{path}: this bundle takes {len(shape) - 1}D images of shape {tuple(shape)}; "
+                               "only 2D bundles read picture and .npz inputs")
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            images = _npz(path, shape)
+        elif suffix in PICTURE_SUFFIXES:
+            images = _picture(path, shape)
+        else:
+            raise UnreadableFileError(path, f"unsupported input type {suffix or '(no suffix)'}; "
+                                            f"use {', '.join(PICTURE_SUFFIXES)} or .npz")
+    except (MedlensError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, MedlensError) else f"{path}: {exc}"
+        return Prepared(path, error=message)
+    return Prepared(path, images=images, index=list(range(len(images))))
+
+
+def predict_images(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+    """``(N, K)`` class probabilities of model-ready ``images`` ``(N, C, ...)``.
+
+    Models on tabular features get the Gabor statistics of the bundle's config computed here, as
+    in training.
+    """
+    from medlens.study import add_gabor_features
+
+    data = ArrayDataset(images=images.astype(np.float32), labels=np.zeros(len(images), dtype=np.int64),
+                        meta={"labels": bundle.labels, "channels": bundle.manifest["data"].get("channels") or []})
+    if bundle.manifest["model"]["name"] != "cnn":
+        data = add_gabor_features(data, bundle.config)
+    return np.asarray(bundle.model.predict_proba(data), dtype=np.float64)
+
+
+def decide(proba: np.ndarray, threshold: float) -> np.ndarray:
+    """Class index per row: binary ``1`` when ``p_1 >= threshold``, else the arg-max."""
+    if proba.shape[1] == 2:
+        return (proba[:, 1] >= threshold).astype(int)
+    return proba.argmax(axis=1)
+
+
+def iter_prepared(bundle: Bundle, inputs: list[str | Path]) -> Iterator[Prepared]:
+    """:func:`prepare_file` over ``inputs`` in order."""
+    for path in inputs:
+        yield prepare_file(path, bundle.image_shape)
+
+
+def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None) -> list[dict]:
+    """The output rows of one input file: one per image, or one error row."""
+    names = bundle.labels or [str(c) for c in range(bundle.model.n_classes_)]
+    if item.error is not None:
+        return [{"path": str(item.path), "index": None, **{f"p_{n}": None for n in names}, "label": None,
+                 "threshold": bundle.threshold, "error": item.error}]
+    chosen = decide(proba, bundle.threshold)
+    return [{"path": str(item.path), "index": i, **{f"p_{n}": float(proba[i, c]) for c, n in enumerate(names)},
+             "label": names[chosen[i]], "threshold": bundle.threshold, "error": None} for i in item.index]
+
+
+def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None) -> tuple[pd.DataFrame, list[Prepared]]:
+    """Predict every image of ``inputs``; returns the table (path, index, ``p_<label>``..., label,
+    threshold, error) and the prepared inputs (for explanations). ``advance()`` is called per file."""
+    rows, prepared = [], []
+    for item in iter_prepared(bundle, inputs):
+        proba = predict_images(bundle, item.images) if item.error is None else None
+        rows.extend(rows_for(bundle, item, proba))
+        prepared.append(item)
+        if advance is not None:
+            advance()
+    return pd.DataFrame(rows), prepared
