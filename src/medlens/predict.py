@@ -1,5 +1,8 @@
 """Apply a bundle to image files: read, prepare like training, predict, one table row per image.
 
+3D lesion bundles take CT volumes with a lesion selection instead (:mod:`medlens.predict_volume`):
+one row per lesion.
+
 2D bundles (MedMNIST-style) take pictures (PNG, JPEG, BMP, TIFF) and ``.npz`` archives (every image of
 ``test_images``, else ``images``). Each image is brought to the bundle's layout the way the
 ``medmnist`` builder prepared the training data: integer pixels scaled by their type's maximum
@@ -20,6 +23,7 @@ import pandas as pd
 from medlens.bundle import Bundle
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import MedlensError, UnreadableFileError
+from medlens.predict_volume import LesionSelection
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NPZ_KEYS = ("test_images", "images")
@@ -33,6 +37,10 @@ class Prepared:
     images: np.ndarray | None = None  # (n, C, H, W) float32
     error: str | None = None
     index: list[int] = field(default_factory=list)
+    features: list[dict[str, float] | None] | None = None
+    """Per image, tabular features measured with the input (lesion mask radiomics), if any."""
+    rois: list[str] | None = None
+    """Per image, what selected it within the file (volumes: the lesion)."""
 
 
 def scale_pixels(array: np.ndarray) -> np.ndarray:
@@ -110,16 +118,37 @@ def prepare_file(path: str | Path, shape: tuple[int, ...]) -> Prepared:
     return Prepared(path, images=images, index=list(range(len(images))))
 
 
-def predict_images(bundle: Bundle, images: np.ndarray) -> np.ndarray:
+def prepare_input(path: str | Path, bundle: Bundle, selection: LesionSelection | None = None) -> Prepared:
+    """:func:`prepare_file` for 2D bundles; for 3D lesion bundles the lesion cubes of a CT volume."""
+    path = Path(path)
+    if len(bundle.image_shape) == 3:
+        return prepare_file(path, bundle.image_shape)
+    from medlens.predict_volume import lesion_inputs
+
+    try:
+        images, features, rois = lesion_inputs(path, bundle.config, selection or LesionSelection())
+    except MedlensError as exc:
+        return Prepared(path, error=str(exc))
+    return Prepared(path, images=images, index=list(range(len(images))), features=features, rois=rois)
+
+
+def predict_images(bundle: Bundle, images: np.ndarray, features: list[dict[str, float] | None] | None = None
+                   ) -> np.ndarray:
     """``(N, K)`` class probabilities of model-ready ``images`` ``(N, C, ...)``.
 
     Models on tabular features get the Gabor statistics of the bundle's config computed here, as
-    in training.
+    in training, after the per-image ``features`` measured with the input (lesion radiomics); a
+    feature the model selects but the input cannot give (e.g. the readers' diameter) is an error.
     """
     from medlens.study import add_gabor_features
 
+    meta = {"labels": bundle.labels, "channels": bundle.manifest["data"].get("channels") or []}
+    table = None
+    if features is not None and all(f is not None for f in features):
+        table = pd.DataFrame(features)
+        meta["feature_names"] = list(table.columns)
     data = ArrayDataset(images=images.astype(np.float32), labels=np.zeros(len(images), dtype=np.int64),
-                        meta={"labels": bundle.labels, "channels": bundle.manifest["data"].get("channels") or []})
+                        features=None if table is None else table.to_numpy(np.float32), meta=meta)
     if bundle.manifest["model"]["name"] != "cnn":
         data = add_gabor_features(data, bundle.config)
     return np.asarray(bundle.model.predict_proba(data), dtype=np.float64)
@@ -132,29 +161,38 @@ def decide(proba: np.ndarray, threshold: float) -> np.ndarray:
     return proba.argmax(axis=1)
 
 
-def iter_prepared(bundle: Bundle, inputs: list[str | Path]) -> Iterator[Prepared]:
-    """:func:`prepare_file` over ``inputs`` in order."""
+def iter_prepared(bundle: Bundle, inputs: list[str | Path], selection: LesionSelection | None = None
+                  ) -> Iterator[Prepared]:
+    """:func:`prepare_input` over ``inputs`` in order."""
     for path in inputs:
-        yield prepare_file(path, bundle.image_shape)
+        yield prepare_input(path, bundle, selection)
 
 
 def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None) -> list[dict]:
     """The output rows of one input file: one per image, or one error row."""
     names = bundle.labels or [str(c) for c in range(bundle.model.n_classes_)]
     if item.error is not None:
-        return [{"path": str(item.path), "index": None, **{f"p_{n}": None for n in names}, "label": None,
-                 "threshold": bundle.threshold, "error": item.error}]
+        return [{"path": str(item.path), "index": None, "roi": None, **{f"p_{n}": None for n in names},
+                 "label": None, "threshold": bundle.threshold, "error": item.error}]
     chosen = decide(proba, bundle.threshold)
-    return [{"path": str(item.path), "index": i, **{f"p_{n}": float(proba[i, c]) for c, n in enumerate(names)},
+    return [{"path": str(item.path), "index": i, "roi": item.rois[i] if item.rois else None,
+             **{f"p_{n}": float(proba[i, c]) for c, n in enumerate(names)},
              "label": names[chosen[i]], "threshold": bundle.threshold, "error": None} for i in item.index]
 
 
-def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None) -> tuple[pd.DataFrame, list[Prepared]]:
-    """Predict every image of ``inputs``; returns the table (path, index, ``p_<label>``..., label,
-    threshold, error) and the prepared inputs (for explanations). ``advance()`` is called per file."""
+def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, selection: LesionSelection | None = None
+                  ) -> tuple[pd.DataFrame, list[Prepared]]:
+    """Predict every image of ``inputs``; returns the table (path, index, roi, ``p_<label>``..., label,
+    threshold, error) and the prepared inputs (for explanations). ``advance()`` is called per file.
+    ``selection`` finds the lesions in volumes for 3D lesion bundles."""
     rows, prepared = [], []
-    for item in iter_prepared(bundle, inputs):
-        proba = predict_images(bundle, item.images) if item.error is None else None
+    for item in iter_prepared(bundle, inputs, selection):
+        proba = None
+        if item.error is None:
+            try:
+                proba = predict_images(bundle, item.images, item.features)
+            except MedlensError as exc:
+                item = Prepared(item.path, error=f"{item.path}: {exc}")
         rows.extend(rows_for(bundle, item, proba))
         prepared.append(item)
         if advance is not None:

@@ -12,9 +12,15 @@ from medlens.commands._common import console, quiet_requested, reports_errors
 @reports_errors
 def predict(
     bundle: Path = typer.Argument(..., help="Bundle folder written by `medlens train`."),
-    inputs: list[Path] = typer.Argument(..., help="Pictures (PNG, JPEG, BMP, TIFF) and/or .npz archives."),
+    inputs: list[Path] = typer.Argument(..., help="2D bundles: pictures (PNG, JPEG, BMP, TIFF) and .npz archives. "
+                                              "3D lesion bundles: DICOM series folders or files, NIfTI volumes."),
     out: Path = typer.Option(None, "--out", "-o", help="CSV file to write. Default: print the table."),
     explain: Path = typer.Option(None, "--explain", help="Folder for Grad-CAM overlay PNGs (cnn bundles)."),
+    at: str = typer.Option(None, "--at", help="3D: lesion position 'z,y,x' in voxels of the volume as "
+                                               "`medlens inspect` shows it (models that need no mask)."),
+    mask: Path = typer.Option(None, "--mask", help="3D: lesion mask (NIfTI or .npy) in the volume's geometry."),
+    xml: Path = typer.Option(None, "--xml", help="3D: LIDC reader XML; one row per rated nodule with its 50% "
+                                                 "consensus mask. Default: the .xml beside a DICOM series."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict every image of the inputs with a bundle: one CSV row per image.
@@ -24,18 +30,25 @@ def predict(
     size). A file that cannot be read gets its error in its row and the rest still run. With
     --explain, a Grad-CAM overlay per image is written as <stem>_<index>.png.
     Example: `medlens predict bundles/breast scan1.png scans.npz --out preds.csv --explain cams/`.
+
+    3D lesion bundles (trained on the LIDC nodule cubes) read raw CT in HU and find the lesion by
+    --mask, --at or an LIDC XML (the one beside a series folder by default): one row per lesion,
+    with the lesion in the roi column, cut and resampled as in training.
+    Example: `medlens predict bundles/nodules LIDC-IDRI-0001/<study>/<series>/ --out preds.csv`.
     """
     from medlens.bundle import load_bundle
     from medlens.predict import predict_files
+    from medlens.predict_volume import LesionSelection, parse_position
     from medlens.progress import progress_bar
 
     quiet = quiet_requested(quiet)
+    selection = LesionSelection(at=parse_position(at) if at else None, mask=mask, xml=xml)
     loaded = load_bundle(bundle)
     if explain is not None and loaded.manifest["model"]["name"] != "cnn":
         console.print("[yellow]--explain:[/] Grad-CAM needs a cnn bundle; no overlays written", highlight=False)
         explain = None
     with progress_bar(len(inputs), "predict", disable=quiet or len(inputs) < 5) as advance_for:
-        table, prepared = predict_files(loaded, inputs, advance=advance_for("files"))
+        table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection)
     table["index"] = table["index"].astype("Int64")
     if explain is not None:
         _write_explanations(loaded, prepared, table, explain)

@@ -25,13 +25,16 @@ def choose_model(config: StudyConfig, model_id: str | None):
 
 
 def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *, quick: bool = False,
-                 max_samples: int | None = None, threshold: float = 0.5, quiet: bool = False) -> dict[str, Any]:
+                 max_samples: int | None = None, threshold: float = 0.5, quiet: bool = False,
+                 exclude_groups: list[str] | None = None) -> dict[str, Any]:
     """Train one model of ``config`` and write its bundle into ``out``.
 
     With the dataset's official split the model trains on ``train``, stops early on ``val`` and is
     scored on ``test`` (the figures go into the manifest's ``metrics``). Without one it trains on all
     samples with an inner, patient-grouped validation split for early stopping, and no metrics are
-    recorded (nothing is left over to score honestly).
+    recorded (nothing is left over to score honestly). ``exclude_groups`` (patient ids) are left out
+    of training entirely, e.g. to test the bundle on a patient it has never seen; they are listed in
+    the manifest.
 
     Returns
     -------
@@ -47,6 +50,8 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     entry = choose_model(config, model_id)
     seed_everything(config.seed)
     data = load_dataset(config)
+    if exclude_groups:
+        data = _without_groups(data, exclude_groups)
     if max_samples:
         data = subsample(data, max_samples, config.seed)
     if entry.name != "cnn":
@@ -69,9 +74,20 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
         inner, held = inner_validation_split(data.labels, data.groups, fraction=config.protocol.inner_val_fraction,
                                              seed=config.seed)
         model.fit(data.subset(inner), data.subset(held))
-    save_bundle(model, config, data.meta, out, metrics=metrics, threshold=threshold, model_id=entry.key,
+    meta = {**data.meta, "excluded_groups": sorted(exclude_groups or [])}
+    save_bundle(model, config, meta, out, metrics=metrics, threshold=threshold, model_id=entry.key,
                 image_shape=tuple(data.images.shape[1:]))
     return load_bundle(out).manifest
+
+
+def _without_groups(data, groups: list[str]):
+    """``data`` less the samples of ``groups``; every group must exist (a typo would silently train on it)."""
+    if data.groups is None:
+        raise ConfigError("--exclude-group: this dataset has no patient groups")
+    missing = sorted(set(groups) - set(np.unique(data.groups).tolist()))
+    if missing:
+        raise ConfigError(f"--exclude-group: no samples of {', '.join(missing)} in the dataset")
+    return data.subset(np.flatnonzero(~np.isin(data.groups, groups)))
 
 
 @reports_errors
@@ -83,6 +99,8 @@ def train(
                                     help="Decision threshold on the positive-class probability."),
     quick: bool = typer.Option(False, "--quick", help="Use the model's quick_params (short training)."),
     max_samples: int = typer.Option(None, "--max-samples", min=10, help="Train on a stratified subsample."),
+    exclude_group: list[str] = typer.Option(None, "--exclude-group",
+                                            help="Patient id to leave out of training (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train one model of a study config on its data and write a bundle for `medlens predict`.
@@ -97,7 +115,7 @@ def train(
     quiet = quiet_requested(quiet)
     study_config = load_config(config)
     manifest = train_bundle(study_config, out, model, quick=quick, max_samples=max_samples, threshold=threshold,
-                            quiet=quiet)
+                            quiet=quiet, exclude_groups=exclude_group)
     metrics = manifest["metrics"]
     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
     console.print(f"wrote bundle {out} (model {manifest['model']['id']}){': ' + summary if summary else ''}")

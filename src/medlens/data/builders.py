@@ -139,9 +139,7 @@ def lidc_nodules(
     shape and intensity features of the mask (:func:`medlens.preprocess.radiomics.mask_features`).
     """
     from medlens.data.readers import read_nifti
-    from medlens.preprocess.geometry import center_of_mass_voxel, crop_or_pad, resample
-    from medlens.preprocess.intensity import apply_window
-    from medlens.preprocess.radiomics import mask_features
+    from medlens.preprocess.voi import lesion_cube
 
     sheet = root / LIDC_METADATA
     if not sheet.is_file():
@@ -164,21 +162,12 @@ def lidc_nodules(
         if image.shape != mask.shape:
             raise DatasetError(f"{root / 'nodule_mask' / row.stem}.nii.gz: mask shape {mask.shape} "
                                f"differs from image shape {image.shape}")
-        hu, _ = resample(image.array[0].astype(np.float32), image.spacing, target, order=1)
-        nodule, _ = resample(mask.array[0].astype(np.float32), mask.spacing, target, order=0)
-        nodule = nodule > 0.5
-        if not nodule.any():
-            raise DatasetError(f"{root / 'nodule_mask' / row.stem}.nii.gz: empty mask after resampling")
-        centre = center_of_mass_voxel(nodule)
-        features = mask_features(hu, nodule, target)
+        cube, features = lesion_cube(image.array[0], image.spacing, mask=mask.array[0] > 0,
+                                     target_spacing=spacing, size=size, window=window,
+                                     mask_channel=mask_channel, source=f"{root / 'nodule_mask' / row.stem}.nii.gz")
         features["diameter_mm"] = float(row.diameter_mm)
         feature_rows.append(features)
-        hu = crop_or_pad(hu, (size,) * 3, center=centre, pad_value=-1000.0)
-        nodule = crop_or_pad(nodule.astype(np.float32), (size,) * 3, center=centre, pad_value=0.0)
-        channels = [apply_window(hu, preset=window)]
-        if mask_channel:
-            channels.append(nodule)
-        cubes.append(np.stack(channels).astype(np.float32))
+        cubes.append(cube)
         used.append(row)
 
     frame = pd.DataFrame(feature_rows)

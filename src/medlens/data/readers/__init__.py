@@ -12,10 +12,12 @@ from pathlib import Path
 
 from medlens.data.readers.dicom import SeriesInfo, list_series, read_dicom
 from medlens.data.readers.lidc_xml import (
+    ConsensusNodule,
     Nodule,
     ReaderNodule,
     ReaderSession,
     Roi,
+    consensus_nodules,
     lidc_reader_masks,
     nodule_centre,
     read_lidc_xml,
@@ -32,6 +34,8 @@ __all__ = [
     "ReaderSession",
     "Roi",
     "SeriesInfo",
+    "ConsensusNodule",
+    "consensus_nodules",
     "lidc_reader_masks",
     "list_series",
     "nodule_centre",

@@ -211,13 +211,80 @@ def lidc_reader_masks(xml_path: str | Path, image: MedImage) -> list[ReaderNodul
     return out
 
 
+@dataclass
+class ConsensusNodule:
+    """One lesion as the readers agree on it: the masks of the readers who outlined it, merged."""
+
+    readers: list[int]
+    """Reading sessions whose masks overlap this lesion."""
+    members: list[tuple[int, str]]
+    """(reader, nodule id) of every reader mask merged into this lesion."""
+    malignancy: list[int]
+    """Each of those readers' malignancy rating (1–5; readers who did not rate it are left out)."""
+    mask: np.ndarray
+    """Boolean ``(D, H, W)`` 50 % consensus: voxels marked by at least ``⌈n/2⌉`` of the ``n`` readers."""
+
+    @property
+    def centre(self) -> tuple[float, float, float]:
+        """Voxel (z, y, x) centre of mass of the consensus mask."""
+        return tuple(float(c) for c in ndimage.center_of_mass(self.mask))
+
+
+def consensus_nodules(xml_path: str | Path, image: MedImage) -> list[ConsensusNodule]:
+    """The lesions of ``image`` with their 50 % consensus masks, largest agreement first.
+
+    Reader masks that overlap are taken to outline the same lesion (pylidc's annotation clustering;
+    one reader's overlapping masks are merged into one). Each cluster's consensus keeps the voxels
+    that at least ``⌈n/2⌉`` of its ``n`` readers mark (the 50 % consensus of LIDC studies); where a
+    chain of pairwise overlaps leaves no voxel with that many votes, the union is kept instead.
+
+    Parameters
+    ----------
+    xml_path : str or Path
+        The series' LIDC XML.
+    image : MedImage
+        The series read by :func:`~medlens.data.readers.dicom.read_dicom`.
+
+    Returns
+    -------
+    list of ConsensusNodule
+        Sorted by the number of readers (descending), then by consensus volume (descending).
+    """
+    masks = lidc_reader_masks(xml_path, image)
+    cluster = list(range(len(masks)))  # union-find over overlapping masks
+
+    def root(i: int) -> int:
+        while cluster[i] != i:
+            cluster[i] = cluster[cluster[i]]
+            i = cluster[i]
+        return i
+
+    for i in range(len(masks)):
+        for j in range(i):
+            if (masks[i].mask & masks[j].mask).any():
+                cluster[root(i)] = root(j)
+    out = []
+    for r in sorted({root(i) for i in range(len(masks))}):
+        members = [m for i, m in enumerate(masks) if root(i) == r]
+        by_reader: dict[int, np.ndarray] = {}
+        ratings: dict[int, int] = {}
+        for m in members:
+            by_reader[m.reader] = by_reader[m.reader] | m.mask if m.reader in by_reader else m.mask
+            if m.malignancy is not None:
+                ratings[m.reader] = m.malignancy
+        votes = np.sum(list(by_reader.values()), axis=0)
+        consensus = votes >= math.ceil(len(by_reader) / 2)
+        out.append(ConsensusNodule(sorted(by_reader), [(m.reader, m.nodule_id) for m in members],
+                                   [ratings[k] for k in sorted(ratings)],
+                                   consensus if consensus.any() else votes > 0))
+    return sorted(out, key=lambda n: (-len(n.readers), -int(n.mask.sum())))
+
+
 def nodule_centre(xml_path: str | Path, image: MedImage, nodule: ReaderNodule) -> tuple[float, float, float]:
     """The (z, y, x) voxel centre of a nodule as the readers agree on it.
 
-    The readers whose masks overlap ``nodule.mask`` are taken to outline the same lesion (as in
-    pylidc's annotation clustering; a reader's overlapping masks are merged into one). The centre
-    is the centre of mass of the voxels that at least half of them mark, ``⌈n/2⌉`` of ``n`` (the
-    50 % consensus of LIDC studies).
+    The centre of mass of the 50 % consensus mask (:func:`consensus_nodules`) of the lesion that
+    ``nodule.mask`` overlaps.
 
     Parameters
     ----------
@@ -233,12 +300,7 @@ def nodule_centre(xml_path: str | Path, image: MedImage, nodule: ReaderNodule) -
     tuple of float
         Voxel coordinates (z, y, x) in ``image``'s array.
     """
-    readers: dict[int, np.ndarray] = {}
-    for m in lidc_reader_masks(xml_path, image):
-        if (m.mask & nodule.mask).any():
-            readers[m.reader] = readers[m.reader] | m.mask if m.reader in readers else m.mask
-    if not readers:
-        raise GeometryError(f"{xml_path}: nodule {nodule.nodule_id!r} does not lie on {image.source}")
-    votes = np.sum(list(readers.values()), axis=0)
-    consensus = votes >= math.ceil(len(readers) / 2)
-    return tuple(float(c) for c in ndimage.center_of_mass(consensus))
+    for lesion in consensus_nodules(xml_path, image):
+        if (nodule.reader, nodule.nodule_id) in lesion.members:
+            return lesion.centre
+    raise GeometryError(f"{xml_path}: nodule {nodule.nodule_id!r} does not lie on {image.source}")
