@@ -149,7 +149,7 @@ def test_html_report_is_self_contained_and_escaped(breast_study, tmp_path):
     assert "url(" not in page and "@import" not in page and "<link" not in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
     assert "<p>first &lt;b&gt;paragraph&lt;/b&gt;</p><p>second paragraph</p>" in page
-    assert "not medical devices" in page and "Limitations" in page
+    assert "not a medical device" in page and "Limitations" in page
     for model, result in results["models"].items():
         assert f"<h3>{model}</h3>" in page
         assert page.count(f"<td>{result['folds'][-1]['n_test']}</td>") >= 1
@@ -171,3 +171,92 @@ def test_multiclass_tables_and_figures(lidc_study, tmp_path):
         _check_png(path)
     page = html.write_report(results, tmp_path, {}).read_text(encoding="utf-8")
     assert "<th>indeterminate</th>" in page and "data:image" not in page
+
+
+def _with_trust(results, oof):
+    """``results`` plus calibration and operating points measured on the real out-of-fold predictions:
+    even rows act as the validation set, odd rows as the test set."""
+    from copy import deepcopy
+
+    from medlens.evaluate.calibration import expected_calibration_error, temperature_scale
+    from medlens.evaluate.operating_points import operating_points
+
+    results = deepcopy(results)
+    for name, entry in results["models"].items():
+        y, p = oof[name]["y_true"], oof[name]["p"]
+        val, test = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
+        scaled, temperature = temperature_scale(p[val], y[val], p[test])
+        entry["calibration"] = {"method": "temperature", "n_bins": 10,
+                                "ece_before": expected_calibration_error(y[test], p[test, 1]),
+                                "ece_before_ci95": [0.01, 0.2],
+                                "ece_after": expected_calibration_error(y[test], scaled[:, 1]),
+                                "temperature": stats.summarize([temperature]), "temperatures": [temperature]}
+        points = operating_points(y[val], p[val], y[test], p[test], target_sensitivity=0.9)
+        entry["operating_points"] = {k: {key: (stats.summarize([v]) if key not in ("target", "error") else v)
+                                         for key, v in point.items()} for k, point in points.items()}
+    return results
+
+
+def test_tables_with_calibration_and_operating_points(breast_study):
+    results = _with_trust(*breast_study)
+    table = tables.metrics_table(results)
+    assert list(table.index) == ["SE", "SP", "AR", "AUC", "balanced accuracy", "F1", "ECE, 10 bins (pooled)",
+                                 "ECE after temperature scaling", "SE at SE≥0.9 threshold (val)",
+                                 "SP at SE≥0.9 threshold (val)", "SE at Youden threshold (val)",
+                                 "SP at Youden threshold (val)", "train time (s)"]
+    calibration = results["models"]["forest"]["calibration"]
+    assert table.loc["ECE, 10 bins (pooled)", "forest"] == f"{calibration['ece_before']:.3f} [0.010, 0.200]"
+    assert table.loc["ECE after temperature scaling", "forest"] == f"{calibration['ece_after']:.3f}"
+    sp = results["models"]["logreg"]["operating_points"]["target_sensitivity"]["specificity"]["mean"]
+    assert table.loc["SP at SE≥0.9 threshold (val)", "logreg"] == f"{sp:.3f}"
+    assert table.loc["SP at Youden threshold (val)", "reference design"] == "n/a"
+    numeric = tables.metrics_numeric(results)
+    assert numeric.loc["SP at SE≥0.9 threshold (val)", "logreg_mean"] == pytest.approx(sp)
+    assert numeric.loc["ECE, 10 bins (pooled)", "forest_ci_hi"] == pytest.approx(0.2)
+
+
+def test_render_model_card_omits_what_is_missing():
+    from medlens.report.model_card import DEFAULT_INTENDED_USE, render_model_card
+
+    text = render_model_card({"title": "Nodule CNN", "metrics": {"auc": [0.91, 0.88, 0.94], "sensitivity": 0.8}})
+    assert text.startswith("# Nodule CNN\n") and DEFAULT_INTENDED_USE in text
+    assert "| AUC | 0.910 [0.880, 0.940] |" in text and "| sensitivity | 0.800 |" in text
+    for absent in ("## Data", "## Calibration", "## Operating points", "## Subgroups", "## Limitations",
+                   "## Evaluation protocol"):
+        assert absent not in text
+    full = render_model_card({
+        "title": "t", "intended_use": "Teaching only.",
+        "data": {"name": "montgomery", "licence": "NLM", "n_samples": 138, "class_counts": {"normal": 80, "tb": 58},
+                 "checksum": "abc"},
+        "protocol": {"kind": "kfold", "folds": 5},
+        "calibration": {"ece_before": 0.08, "ece_after": [0.03, 0.02, 0.05], "temperature": 1.7},
+        "operating_points": {"se95": {"threshold": 0.2, "sensitivity": 0.95, "specificity": 0.6}},
+        "subgroups": {"sex=F": {"n": 60, "auc": 0.9}, "sex=M": {"n": 78, "auc": 0.85, "sensitivity": 0.7}},
+        "limitations": ["one site | one scanner"]})
+    assert "Teaching only." in full and DEFAULT_INTENDED_USE not in full
+    assert "- **class counts**: normal: 80, tb: 58" in full and "- **licence**: NLM" in full
+    assert "- **ECE after scaling (pooled out-of-fold)**: 0.030 [0.020, 0.050]" in full
+    assert "| se95 | 0.200 | 0.950 | 0.600 |" in full
+    assert "| sex=F | 60 | 0.900 | n/a |" in full  # a value a subgroup lacks is n/a, not invented
+    assert "- one site \\| one scanner" in full
+
+
+def test_study_model_card_and_html(breast_study, tmp_path):
+    from medlens.report.model_card import render_model_card, study_model_card, study_model_cards
+
+    results = _with_trust(*breast_study)
+    card = study_model_card(results, "forest")
+    assert card["title"].endswith(": forest") and card["limitations"]
+    assert "subgroups" not in card and "data" not in card  # these results have neither: nothing is invented
+    assert card["metrics"]["AUC (pooled, DeLong CI)"][0] == results["models"]["forest"]["pooled"]["auc"]
+    assert card["calibration"]["ece_before"][1:] == [0.01, 0.2] and "temperatures" not in card["calibration"]
+    assert set(card["operating_points"]) == {"target_sensitivity", "youden"}
+    text = render_model_card(card)
+    assert "## Calibration" in text and "## Operating points" in text
+    with pytest.raises(KeyError, match="forest"):
+        study_model_card(results, "absent")
+    cards = study_model_cards(results)
+    assert cards.count("### Intended use") == 2
+    page = html.write_report(results, tmp_path, {}).read_text(encoding="utf-8")
+    assert "<h2>Model card</h2>" in page and "operating point (threshold chosen on validation)" in page
+    assert page.count("ECE after temperature scaling") == 1  # the results table row

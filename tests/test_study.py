@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy.special import expit, logit
+from sklearn.metrics import roc_auc_score
 
 from medlens.config import default_config_path, load_config
+from medlens.data.dataset import ArrayDataset
 from medlens.errors import MedlensError
-from medlens.study import load_dataset, make_folds, run_study
+from medlens.evaluate.calibration import expected_calibration_error
+from medlens.evaluate.metrics import classification_metrics
+from medlens.study import evaluate_model, load_dataset, make_folds, run_study
 
 pytestmark = pytest.mark.realdata
 
@@ -17,6 +24,11 @@ pytestmark = pytest.mark.realdata
 @pytest.fixture(scope="module")
 def config(data_root):
     return load_config(default_config_path())
+
+
+@pytest.fixture(scope="module")
+def data(config):
+    return load_dataset(config)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +41,7 @@ def quick_run(config, tmp_path_factory):
 def test_quick_study_writes_every_output(quick_run):
     out, results = quick_run
     for name in ("results.json", "predictions.csv", "table.md", "table.csv", "comparison.png", "roc.png",
-                 "report.html"):
+                 "reliability.png", "reliability_calibrated.png", "model_card.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "results.json").read_text())
     assert saved["study"] == "lidc-nodules"
@@ -39,7 +51,19 @@ def test_quick_study_writes_every_output(quick_run):
     provenance = saved["provenance"]
     assert provenance["data_md5"] and provenance["versions"]["torch"] and provenance["wall_seconds"] > 0
     html = (out / "report.html").read_text()
-    assert "http://" not in html and "https://" not in html.replace("https://doi.org", "")
+    # self-contained: nothing is fetched (the data's origin is named as text in the model card)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert html.count('src="data:image/png;base64,') == 5 and "after temperature scaling" in html
+    assert "<h2>Model card</h2>" in html and "Research use only" in html
+    card = (out / "model_card.md").read_text()
+    assert card.count("### Intended use") == 6 and "Research use only" in card
+    for key in saved["models"]:
+        assert f": {key}\n" in card
+    assert "CC BY 3.0" in card and provenance["data_md5"] in card and "ECE before scaling" in card
+    assert "| target_sensitivity | 0.950 |" in card
+    table = (out / "table.md").read_text()
+    assert "| ECE after temperature scaling |" in table and "| SP at SE≥0.95 threshold (val) |" in table
+    assert "| balanced accuracy |" in table
 
 
 def test_quick_study_beats_a_trivial_baseline(quick_run):
@@ -54,8 +78,67 @@ def test_quick_study_beats_a_trivial_baseline(quick_run):
         assert lo <= summary["auc"]["mean"] <= hi
 
 
-def test_folds_never_share_a_patient(config):
-    data = load_dataset(config)
+def test_calibration_and_operating_points_are_chosen_on_validation(quick_run):
+    """Recomputed from predictions.csv: ECE before/after, per-fold AUC unchanged by temperature scaling,
+    thresholds reaching the target sensitivity on validation, and the test SE/SP they give."""
+    out, results = quick_run
+    frame = pd.read_csv(out / "predictions.csv")
+    y, fold = frame["label"].to_numpy(), frame["fold"].to_numpy()
+    tested = fold >= 0
+    for key, entry in results["models"].items():
+        raw = frame[f"{key}_p_malignant"].to_numpy()
+        scaled = frame[f"{key}_calibrated_p_malignant"].to_numpy()
+        calibration = entry["calibration"]
+        assert calibration["method"] == "temperature" and calibration["n_bins"] == 10
+        assert calibration["ece_before"] == pytest.approx(expected_calibration_error(y[tested], raw[tested]))
+        assert calibration["ece_after"] == pytest.approx(expected_calibration_error(y[tested], scaled[tested]))
+        assert len(calibration["temperatures"]) == 3 and all(0.05 <= t <= 20 for t in calibration["temperatures"])
+        assert calibration["pooled_auc_after"] == pytest.approx(roc_auc_score(y[tested], scaled[tested]))
+        for row, temperature in zip(entry["folds"], calibration["temperatures"]):
+            rows = fold == row["fold"]
+            assert row["temperature"] == temperature
+            # scaling is p -> sigmoid(logit(p) / T): monotone, so the fold's AUC is unchanged
+            assert np.allclose(scaled[rows], expit(logit(np.clip(raw[rows], 1e-12, 1 - 1e-12)) / temperature))
+            assert roc_auc_score(y[rows], scaled[rows]) == pytest.approx(roc_auc_score(y[rows], raw[rows]), abs=1e-9)
+            assert row["auc"] == pytest.approx(roc_auc_score(y[rows], raw[rows]))
+            for name, point in row["operating_points"].items():
+                if name == "target_sensitivity":
+                    assert point["target"] == 0.95 and point["val_sensitivity"] >= 0.95
+                called = raw[rows] >= point["threshold"]
+                assert point["sensitivity"] == pytest.approx(called[y[rows] == 1].mean())
+                assert point["specificity"] == pytest.approx((~called[y[rows] == 0]).mean())
+        for name, point in entry["operating_points"].items():
+            folds = [row["operating_points"][name]["specificity"] for row in entry["folds"]]
+            assert point["specificity"]["mean"] == pytest.approx(np.mean(folds))
+            assert point["n_folds_without_threshold"] == 0
+
+
+def test_calibration_none_and_the_subgroup_hook(config, data):
+    """``protocol.calibration: none`` reports the raw ECE only; a dataset's ``meta["subgroups"]`` (here nodule
+    size, a real per-nodule attribute, < 10 mm versus >= 10 mm) gets per-subgroup pooled metrics."""
+    plain = config.model_copy(update={"protocol": config.protocol.model_copy(update={"calibration": "none"})})
+    model_cfg = next(m for m in config.models if m.key == "size_reference")
+    diameter = data.features[:, data.meta["feature_names"].index("diameter_mm")]
+    size = np.where(diameter >= 10, ">=10 mm", "<10 mm")
+    with_groups = ArrayDataset(images=data.images, labels=data.labels, groups=data.groups, features=data.features,
+                               ids=data.ids, meta={**data.meta, "subgroups": {"size": size}})
+    folds = make_folds(with_groups, plain, k=3)
+    entry, oof = evaluate_model(model_cfg, with_groups, folds, plain, False, lambda: None)
+    assert entry.pop("_calibrated_oof") is None and (entry.pop("_fold_of") >= 0).all()
+    assert entry["calibration"]["method"] == "none" and "ece_after" not in entry["calibration"]
+    assert entry["calibration"]["ece_before"] == pytest.approx(expected_calibration_error(data.labels, oof[:, 1]))
+    assert "temperature" not in entry["folds"][0] and set(entry["operating_points"]) == {"target_sensitivity",
+                                                                                         "youden"}
+    groups = entry["subgroups"]
+    assert set(groups) == {"size=<10 mm", "size=>=10 mm"}
+    assert sum(g["n"] for g in groups.values()) == len(data)
+    small = size == "<10 mm"
+    expected = classification_metrics(data.labels[small], oof[small], labels=data.meta["labels"])
+    assert groups["size=<10 mm"]["sensitivity"] == pytest.approx(expected["sensitivity"])
+    assert groups["size=<10 mm"]["auc"] == pytest.approx(expected["auc"])
+
+
+def test_folds_never_share_a_patient(config, data):
     assert len(data) == 630 and data.n_classes == 2
     assert data.images.shape[1:] == (2, 32, 32, 32)
     tested = np.zeros(len(data), int)

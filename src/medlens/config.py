@@ -62,6 +62,14 @@ class ProtocolConfig(_Strict):
     ``kfold``: stratified k-fold, grouped by ``group_by`` where the data has groups (no patient in
     both train and test). ``official``: train on the published train split, select on its val
     split, report on its test split (repeated over ``repeats`` seeds).
+
+    ``threshold``: the decision threshold of the reported SE/SP/AR (binary tasks).
+    ``calibration``: ``temperature`` fits one temperature per fold on the inner validation predictions
+    (binary: on logit p; multiclass: on log p) and applies it to that fold's test probabilities; the
+    study reports the ECE before and after. ``none`` reports the ECE of the raw probabilities only.
+    ``ece_bins``: equal-width bins of the expected calibration error.
+    ``target_sensitivity``: the operating point chosen per fold on the validation predictions as the
+    largest threshold reaching this sensitivity (reported with Youden's J point; binary tasks).
     """
 
     kind: Literal["kfold", "official"] = "kfold"
@@ -71,6 +79,9 @@ class ProtocolConfig(_Strict):
     repeats: int = Field(1, ge=1, le=20)
     seed: int = 0
     threshold: float = Field(0.5, gt=0, lt=1)
+    calibration: Literal["none", "temperature"] = "temperature"
+    ece_bins: int = Field(10, ge=2, le=100)
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
 
 
 class AugmentConfig(_Strict):

@@ -4,7 +4,24 @@ The flow: resolve the dataset → build arrays (:mod:`medlens.data.builders`) �
 features once (Gabor statistics) → split (stratified, patient-grouped k-fold or the official split) →
 for every model and fold: fit on the training part with an inner validation split for model selection,
 predict the held-out part → metrics per fold, summaries with 95 % confidence intervals, pooled
-out-of-fold ROC → ``results.json``, ``predictions.csv``, tables, figures and ``report.html``.
+out-of-fold ROC → ``results.json``, ``predictions.csv``, tables, figures, ``model_card.md`` and
+``report.html``.
+
+Trust, per model and fold, all from the fold's inner validation split (never its test part):
+
+* **calibration**: the model also predicts the validation split; with ``protocol.calibration:
+  temperature`` one temperature T is fitted there (binary: on logit p, multiclass: on log p;
+  :func:`medlens.evaluate.calibration.temperature_scale`) and applied to the fold's test probabilities.
+  The expected calibration error (ECE, ``protocol.ece_bins`` equal-width bins, positive class for
+  binary tasks) of the pooled out-of-fold test probabilities is reported before and after, with a
+  bootstrap 95 % interval. Every other metric, the ROC and ``predictions.csv``'s ``<model>_p_<class>``
+  columns use the raw probabilities (scaling keeps each fold's ranking, so its AUC, and the decision
+  at 0.5, unchanged); the scaled ones are the ``<model>_calibrated_p_<class>`` columns.
+* **operating points** (binary): thresholds chosen on the validation predictions, for
+  ``protocol.target_sensitivity`` and for Youden's J (:mod:`medlens.evaluate.operating_points`), and
+  the sensitivity and specificity they give on the fold's test part, summarised over folds.
+* **subgroups**: where the dataset's ``meta["subgroups"]`` maps an attribute to one value per sample,
+  the pooled out-of-fold metrics per subgroup (:func:`subgroup_metrics`). No builder provides one yet.
 """
 
 from __future__ import annotations
@@ -28,13 +45,17 @@ from medlens.data import builders
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fetch import resolve
 from medlens.errors import ConfigError, MedlensError
+from medlens.evaluate.calibration import expected_calibration_error, temperature_scale
 from medlens.evaluate.metrics import classification_metrics
+from medlens.evaluate.operating_points import operating_points
 from medlens.evaluate.splits import inner_validation_split, kfold_splits
-from medlens.evaluate.stats import delong_auc_ci, summarize
+from medlens.evaluate.stats import bootstrap_ci, delong_auc_ci, summarize
 from medlens.models.registry import build
 from medlens.progress import progress_bar
 
 FOLD_METRICS = ("sensitivity", "specificity", "accuracy", "auc", "balanced_accuracy", "f1")
+#: Bootstrap resamples of the pooled ECE's 95 % interval.
+ECE_BOOTSTRAP = 500
 VERSIONED_PACKAGES = ("medlens", "torch", "monai", "numpy", "scipy", "scikit-learn", "scikit-image",
                       "pydicom", "nibabel")
 
@@ -146,12 +167,122 @@ def _model_params(model_cfg, quick: bool, seed: int) -> dict[str, Any]:
     return params
 
 
+def _predict(model, model_cfg, data: ArrayDataset, n_classes: int) -> np.ndarray:
+    proba = np.asarray(model.predict_proba(data), dtype=np.float64)
+    if proba.shape != (len(data), n_classes):
+        raise MedlensError(f"model {model_cfg.key}: predict_proba returned shape {proba.shape}, "
+                           f"expected {(len(data), n_classes)}")
+    return proba
+
+
+def _scores(p: np.ndarray) -> np.ndarray:
+    """What the ECE reads: the positive-class column of a binary task, else the (N, K) matrix."""
+    return p[:, 1] if p.shape[1] == 2 else p
+
+
+def _ece(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
+    return expected_calibration_error(y, _scores(p), n_bins)
+
+
+def _ece_with_ci(y: np.ndarray, p: np.ndarray, n_bins: int, seed: int) -> tuple[float, list[float]]:
+    """Pooled ECE and its percentile-bootstrap 95 % interval (:func:`medlens.evaluate.stats.bootstrap_ci`).
+
+    The ECE is biased upward by sampling noise (|acc_b − conf_b| > 0 even for a calibrated model), and a
+    resample (with duplicates) carries more of that noise, so the interval tends to sit above the estimate,
+    sometimes excluding it: read it as the spread of the ECE across resamples of the test folds.
+    """
+    scores = _scores(p)
+    ci = bootstrap_ci(lambda yy, ss: expected_calibration_error(yy, ss, n_bins), y, scores,
+                      n_boot=ECE_BOOTSTRAP, seed=seed)
+    return expected_calibration_error(y, scores, n_bins), [float(ci[0]), float(ci[1])]
+
+
+def _summarize_operating_points(rows: list[dict], y: np.ndarray, oof: np.ndarray,
+                                thresholds: np.ndarray) -> dict[str, Any]:
+    """Fold summaries of each operating point, and its pooled test SE/SP (each sample at its fold's threshold)."""
+    summary: dict[str, Any] = {}
+    for name in rows[0]:
+        entries = [row[name] for row in rows]
+        point: dict[str, Any] = {}
+        if "target" in entries[0]:
+            point["target"] = entries[0]["target"]
+        for key in ("threshold", "sensitivity", "specificity", "val_sensitivity", "val_specificity"):
+            point[key] = summarize([e[key] for e in entries])
+        t = thresholds[name]
+        tested = ~np.isnan(t)
+        if tested.any():
+            predicted = oof[tested, 1] >= t[tested]
+            truth = y[tested] == 1
+            point["pooled_sensitivity"] = float(predicted[truth].mean()) if truth.any() else float("nan")
+            point["pooled_specificity"] = float((~predicted[~truth]).mean()) if (~truth).any() else float("nan")
+        errors = sorted({e["error"] for e in entries if "error" in e})
+        point["n_folds_without_threshold"] = sum("error" in e for e in entries)
+        if errors:
+            point["errors"] = errors
+        summary[name] = point
+    return summary
+
+
+def subgroup_metrics(y: np.ndarray, p: np.ndarray, subgroups: dict[str, Any], labels=None,
+                     threshold: float = 0.5, n_bins: int = 10, min_samples: int = 1) -> dict[str, dict]:
+    """Pooled out-of-fold metrics within each subgroup of the samples.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N,)
+    p : ndarray, shape (N, K)
+        Out-of-fold probabilities; rows holding NaN (never tested) are left out.
+    subgroups : dict
+        attribute → (N,) values, one per sample (e.g. ``{"sex": [...]}``); None values are left out.
+    labels : list of str, optional
+    threshold, n_bins : as in the study's protocol.
+    min_samples : int
+        Subgroups with fewer tested samples are skipped.
+
+    Returns
+    -------
+    dict
+        ``"attribute=value"`` → ``{"n", "sensitivity", "specificity", "accuracy", "auc",
+        "balanced_accuracy", "ece"}`` (NaN where undefined, e.g. the AUC of a one-class subgroup).
+    """
+    tested = ~np.isnan(p).any(axis=1)
+    found: dict[str, dict] = {}
+    for attribute, values in subgroups.items():
+        values = np.asarray(values, dtype=object)
+        if values.shape != (len(y),):
+            raise ConfigError(f"dataset meta subgroups[{attribute!r}]: {values.shape[0]} values for "
+                              f"{len(y)} samples; give one value per sample")
+        for value in sorted({v for v in values if v is not None}, key=str):
+            rows = tested & (values == value)
+            if rows.sum() < max(1, min_samples):
+                continue
+            scores = classification_metrics(y[rows], p[rows], labels=labels, threshold=threshold)
+            entry = {"n": int(rows.sum())}
+            entry.update({m: _plain(scores[m]) for m in ("sensitivity", "specificity", "accuracy", "auc",
+                                                         "balanced_accuracy")})
+            entry["ece"] = _ece(y[rows], p[rows], n_bins)
+            found[f"{attribute}={value}"] = entry
+    return found
+
+
 def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: StudyConfig,
                    quick: bool, advance) -> tuple[dict[str, Any], np.ndarray]:
-    """Fit and score one model on every fold; returns its results entry and out-of-fold probabilities."""
+    """Fit and score one model on every fold; returns its results entry and out-of-fold probabilities.
+
+    The returned probabilities are the raw ones; the temperature-scaled ones (when
+    ``protocol.calibration`` is ``temperature``) are in ``entry["_calibrated_oof"]``, and the fold of
+    each tested sample in ``entry["_fold_of"]``; the caller pops both before writing ``results.json``.
+    """
     labels = data.meta.get("labels")
     n_classes = data.n_classes
+    protocol = config.protocol
+    method, n_bins = protocol.calibration, protocol.ece_bins
     oof = np.full((len(data), n_classes), np.nan)
+    oof_cal = np.full((len(data), n_classes), np.nan) if method == "temperature" else None
+    fold_of = np.full(len(data), -1)
+    thresholds: dict[str, np.ndarray] = {}
+    op_rows: list[dict] = []
+    temperatures: list[float] = []
     fold_rows, seconds, description, n_parameters = [], 0.0, model_cfg.description, None
     for fold in folds:
         model = build(model_cfg.name, **_model_params(model_cfg, quick, fold.seed))
@@ -161,24 +292,44 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
 
             train = augment_with_generator(train, config.augment.checkpoint, config.augment.n_per_class,
                                            seed=fold.seed)
+        val = data.subset(fold.val)
         start = time.perf_counter()
-        model.fit(train, data.subset(fold.val))
+        model.fit(train, val)
         seconds += time.perf_counter() - start
-        proba = np.asarray(model.predict_proba(data.subset(fold.test)), dtype=np.float64)
-        if proba.shape != (len(fold.test), n_classes):
-            raise MedlensError(f"model {model_cfg.key}: predict_proba returned shape {proba.shape}, "
-                               f"expected {(len(fold.test), n_classes)}")
+        y_test = data.labels[fold.test]
+        proba = _predict(model, model_cfg, data.subset(fold.test), n_classes)
         oof[fold.test] = proba
-        scores = classification_metrics(data.labels[fold.test], proba, labels=labels,
-                                        threshold=config.protocol.threshold)
-        fold_rows.append({"fold": fold.index, "n_test": int(len(fold.test)),
-                          **{m: _plain(scores[m]) for m in FOLD_METRICS}})
+        fold_of[fold.test] = fold.index
+        scores = classification_metrics(y_test, proba, labels=labels, threshold=protocol.threshold)
+        row = {"fold": fold.index, "n_test": int(len(fold.test)), **{m: _plain(scores[m]) for m in FOLD_METRICS},
+               "ece": _ece(y_test, proba, n_bins)}
+        proba_val = _predict(model, model_cfg, val, n_classes) if len(fold.val) else None
+        y_val = data.labels[fold.val]
+        if oof_cal is not None:
+            if proba_val is not None and len(np.unique(y_val)) == n_classes:
+                scaled, temperature = temperature_scale(proba_val, y_val, proba)
+            else:  # documented fallback: no temperature can be fitted without every class; T = 1
+                scaled, temperature = proba, 1.0
+                row["calibration_note"] = "validation split lacks a class: temperature left at 1"
+            oof_cal[fold.test] = scaled
+            temperatures.append(temperature)
+            row.update(temperature=temperature, ece_calibrated=_ece(y_test, scaled, n_bins))
+        if n_classes == 2:
+            if proba_val is None:
+                proba_val, y_val = np.empty((0, 2)), np.empty(0, int)
+            points = operating_points(y_val, proba_val, y_test, proba,
+                                      target_sensitivity=protocol.target_sensitivity)
+            op_rows.append(points)
+            for name, point in points.items():
+                thresholds.setdefault(name, np.full(len(data), np.nan))[fold.test] = point["threshold"]
+            row["operating_points"] = points
+        fold_rows.append(row)
         n_parameters = getattr(model, "n_parameters", n_parameters)
         description = description or getattr(model, "description", "")
         advance()
     tested = ~np.isnan(oof[:, 0])
     pooled = classification_metrics(data.labels[tested], oof[tested], labels=labels,
-                                    threshold=config.protocol.threshold)
+                                    threshold=protocol.threshold)
     entry: dict[str, Any] = {
         "summary": {m: summarize([row[m] for row in fold_rows]) for m in FOLD_METRICS},
         "pooled": {m: _plain(pooled[m]) for m in (*FOLD_METRICS, "confusion")},
@@ -193,7 +344,37 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
         entry["pooled"]["auc_ci95"] = [float(v) for v in delong_auc_ci(data.labels[tested], oof[tested, 1])]
     elif "per_class" in pooled:
         entry["summary"]["per_class"] = _plain(pooled["per_class"])
+    y_tested = data.labels[tested]
+    ece, ece_ci = _ece_with_ci(y_tested, oof[tested], n_bins, config.seed)
+    calibration: dict[str, Any] = {"method": method, "n_bins": n_bins, "ece_before": ece, "ece_before_ci95": ece_ci}
+    if oof_cal is not None:
+        ece_after, ece_after_ci = _ece_with_ci(y_tested, oof_cal[tested], n_bins, config.seed)
+        calibration.update(ece_after=ece_after, ece_after_ci95=ece_after_ci, temperature=summarize(temperatures),
+                           temperatures=[float(t) for t in temperatures])
+        if n_classes == 2:  # folds scaled to one calibrated scale rank together better (per fold: unchanged)
+            calibration["pooled_auc_after"] = classification_metrics(
+                y_tested, oof_cal[tested], labels=labels, threshold=protocol.threshold)["auc"]
+    entry["calibration"] = calibration
+    if op_rows:
+        entry["operating_points"] = _summarize_operating_points(op_rows, data.labels, oof, thresholds)
+    subgroups = data.meta.get("subgroups")
+    if subgroups:
+        entry["subgroups"] = subgroup_metrics(data.labels, oof, subgroups, labels=labels,
+                                              threshold=protocol.threshold, n_bins=n_bins)
+    entry["_calibrated_oof"] = oof_cal
+    entry["_fold_of"] = fold_of
     return entry, oof
+
+
+def _catalogue_provenance(name: str) -> dict[str, str]:
+    """Licence, citation and upstream origin of a catalogued dataset (empty when it is not catalogued)."""
+    from medlens.data import catalog
+
+    try:
+        info = catalog.get(name)
+    except MedlensError:
+        return {}
+    return {"licence": info.licence, "citation": info.citation, "origin": info.source}
 
 
 def _plain(value: Any) -> Any:
@@ -264,8 +445,11 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     with progress_bar(len(models) * len(outer), "study", disable=quiet) as advance_for:
         for model_cfg in models:
             entry, proba = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key))
+            calibrated, fold_of = entry.pop("_calibrated_oof"), entry.pop("_fold_of")
             results_models[model_cfg.key] = entry
-            oof[model_cfg.key] = {"y_true": data.labels, "p": proba}
+            oof[model_cfg.key] = {"y_true": data.labels, "p": proba, "fold": fold_of}
+            if calibrated is not None:
+                oof[model_cfg.key]["p_calibrated"] = calibrated
 
     protocol = config.protocol.model_dump()
     protocol.update(folds=len(outer) if config.protocol.kind == "kfold" else None,
@@ -281,7 +465,8 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
                  "n_groups": None if data.groups is None else int(len(np.unique(data.groups))),
                  "image_shape": list(data.images.shape[1:]),
                  "n_features": 0 if data.features is None else int(data.features.shape[1]),
-                 "source": data.meta.get("source"), "label_rule": data.meta.get("label_rule")},
+                 "source": data.meta.get("source"), "label_rule": data.meta.get("label_rule"),
+                 **_catalogue_provenance(config.data.name)},
         "protocol": protocol,
         "models": results_models,
         "reference": config.reference.model_dump() if config.reference else None,
@@ -303,25 +488,47 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
 
 def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]], data: ArrayDataset,
                   out_dir: Path) -> None:
-    """predictions.csv, table.md/csv, figures and report.html (results.json is written by the caller)."""
+    """predictions.csv, table.md/csv, figures, model_card.md and report.html (results.json is written by
+    the caller).
+
+    ``oof[key]`` holds ``y_true``, the raw out-of-fold ``p``, optionally ``p_calibrated`` (temperature
+    scaled) and ``fold`` (the test fold of each sample, -1 where never tested).
+    """
     from medlens.report.figures import plot_comparison, plot_confusion, plot_reliability, plot_roc
     from medlens.report.html import write_report
+    from medlens.report.model_card import study_model_cards
     from medlens.report.tables import write_tables
 
     ids = data.ids if data.ids is not None else np.arange(len(data)).astype(str)
     frame = pd.DataFrame({"id": ids, "label": data.labels})
     if data.groups is not None:
         frame["group"] = data.groups
+    folds = next((entry["fold"] for entry in oof.values() if entry.get("fold") is not None), None)
+    if folds is not None:
+        frame["fold"] = folds
     names = data.meta.get("labels") or [str(c) for c in range(data.n_classes)]
     for key, entry in oof.items():
         for c, name in enumerate(names):
             frame[f"{key}_p_{name}"] = entry["p"][:, c]
+        if entry.get("p_calibrated") is not None:
+            for c, name in enumerate(names):
+                frame[f"{key}_calibrated_p_{name}"] = entry["p_calibrated"][:, c]
     write_atomic(out_dir / "predictions.csv", frame.to_csv(index=False))
     write_tables(results, out_dir)
+    write_atomic(out_dir / "model_card.md", study_model_cards(results))
+    calibrated = {key: {"y_true": e["y_true"], "p": e["p_calibrated"]} for key, e in oof.items()
+                  if e.get("p_calibrated") is not None}
+    raw_title = "Reliability before scaling" if calibrated else None
+    n_bins = int((results.get("protocol") or {}).get("ece_bins") or 10)
     figures = {
         "Comparison of models (SE, SP, AR)": plot_comparison(results, out_dir / "comparison.png"),
         "ROC curves (pooled out-of-fold)": plot_roc(oof, out_dir / "roc.png"),
         "Confusion matrices (pooled)": plot_confusion(results, out_dir / "confusion.png"),
-        "Reliability diagrams": plot_reliability(oof, out_dir / "reliability.png"),
+        "Reliability diagrams" + (" (raw probabilities)" if calibrated else ""):
+            plot_reliability(oof, out_dir / "reliability.png", n_bins=n_bins, title=raw_title),
     }
+    if calibrated:
+        figures["Reliability diagrams after temperature scaling (fitted on each fold's validation split)"] = \
+            plot_reliability(calibrated, out_dir / "reliability_calibrated.png", n_bins=n_bins,
+                             title="Reliability after temperature scaling")
     write_report(results, out_dir, figures={k: Path(v) for k, v in figures.items() if v})

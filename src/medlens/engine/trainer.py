@@ -1,8 +1,8 @@
 """One training loop for every torch model in medlens.
 
 :class:`Trainer` fits a ``torch.nn.Module`` on a dataset of ``(input, target)`` items: seeded
-shuffling, optional batch augmentation, Adam/AdamW/SGD, cosine or plateau schedules, early stopping
-on a validation score with the best weights kept in memory (and optionally on disk), bfloat16
+shuffling (or class-balanced sampling), optional batch augmentation, Adam/AdamW/SGD, cosine or
+plateau schedules, early stopping on a validation score with the best weights kept in memory (and optionally on disk), bfloat16
 autocast and channels-last memory format where they pay, a rich progress bar, and
 DistributedDataParallel when started by ``torchrun`` with more than one process.
 """
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler,
-                              SequentialSampler, TensorDataset)
+                              SequentialSampler, TensorDataset, WeightedRandomSampler)
 
 from medlens.engine.checkpoint import save_checkpoint
 from medlens.engine.distributed import (all_reduce_sum, broadcast_buffers, broadcast_floats,
@@ -33,6 +33,7 @@ from medlens.errors import ConfigError
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 _SCHEDULERS = (None, "cosine", "plateau")
 _AMP = ("auto", "bf16", "off")
+_SAMPLERS = (None, "balanced")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class TrainConfig:
     channels-last (measured in ``benchmarks/bench_trainer.py``; see ``benchmarks/results/models.md``).
     ``checkpoint`` names a file where rank 0 also writes the best weights as they improve.
     ``progress`` shows a rich progress bar on rank 0 unless ``MEDLENS_QUIET=1``.
+    ``sampler="balanced"`` draws each epoch's training samples with replacement, sample i with
+    probability ∝ 1 / n_{y_i} (:class:`torch.utils.data.WeightedRandomSampler`), so every class is drawn
+    equally often in expectation; ``None`` shuffles (each sample once per epoch).
     """
 
     epochs: int = 100
@@ -62,6 +66,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     checkpoint: str | None = None
+    sampler: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
@@ -70,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"train.scheduler: unknown {self.scheduler!r}; use None, 'cosine' or 'plateau'")
         if self.amp not in _AMP:
             raise ConfigError(f"train.amp: unknown {self.amp!r}; use 'auto', 'bf16' or 'off'")
+        if self.sampler not in _SAMPLERS:
+            raise ConfigError(f"train.sampler: unknown {self.sampler!r}; use None or 'balanced'")
         if self.channels_last not in ("auto", True, False):
             raise ConfigError(f"train.channels_last: {self.channels_last!r}; use 'auto', True or False")
         for name in ("epochs", "batch_size"):
@@ -208,8 +215,37 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     # -- data ---------------------------------------------------------------------------------------
-    def _loader(self, data: Dataset, batch_size: int, train: bool) -> tuple[DataLoader, object]:
-        if train and is_distributed():
+    @staticmethod
+    def balanced_weights(labels) -> Tensor:
+        """Per-sample weights 1 / n_{y_i} (n_c: samples of class c), so each class has total weight 1."""
+        labels = torch.as_tensor(labels).long().reshape(-1)
+        if labels.numel() == 0:
+            raise ConfigError("train.sampler: 'balanced' needs at least one labelled training sample")
+        counts = torch.bincount(labels).double()
+        return (1.0 / counts[labels]).double()
+
+    def _sample_labels(self, data: Dataset, labels) -> Tensor:
+        if labels is not None:
+            labels = torch.as_tensor(labels).reshape(-1)
+        elif isinstance(data, TensorDataset) and len(data.tensors) > 1 and data.tensors[1].dim() == 1 \
+                and not data.tensors[1].is_floating_point():
+            labels = data.tensors[1]
+        else:
+            raise ConfigError("train.sampler: 'balanced' needs class labels: pass fit(..., labels=...) or a "
+                              "TensorDataset whose second tensor holds integer class indices")
+        if len(labels) != len(data):
+            raise ConfigError(f"train.sampler: {len(labels)} labels for {len(data)} training samples")
+        return labels
+
+    def _loader(self, data: Dataset, batch_size: int, train: bool, labels=None) -> tuple[DataLoader, object]:
+        if train and self.config.sampler == "balanced":
+            if is_distributed():
+                raise ConfigError("train.sampler: 'balanced' is not supported under torchrun with several "
+                                  "processes; use class weights or a focal loss there")
+            sampler = WeightedRandomSampler(self.balanced_weights(self._sample_labels(data, labels)),
+                                            num_samples=len(data), replacement=True,
+                                            generator=torch.Generator().manual_seed(self.config.seed))
+        elif train and is_distributed():
             sampler = DistributedSampler(data, shuffle=True, seed=self.config.seed)
         elif train:
             sampler = RandomSampler(data, generator=torch.Generator().manual_seed(self.config.seed))
@@ -250,8 +286,11 @@ class Trainer:
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),
                         transient=True)
 
-    def fit(self, train: Dataset, val: Dataset | None = None) -> History:
+    def fit(self, train: Dataset, val: Dataset | None = None, labels=None) -> History:
         """Train on ``train``; with ``val``, keep the weights of the epoch with the best score.
+
+        ``labels`` (class index per training sample) feed ``sampler="balanced"``; without them the
+        second tensor of a :class:`TensorDataset` is used when it holds integer classes.
 
         Early stopping ends training after ``patience`` epochs without a better validation score.
         Without ``val`` the weights of the last epoch are kept. Under ``torchrun`` every rank calls
@@ -270,7 +309,7 @@ class Trainer:
         model = wrap_ddp(module)
         optimizer = self._optimizer(model)
         scheduler = self._scheduler(optimizer)
-        loader, sampler = self._loader(train, cfg.batch_size, train=True)
+        loader, sampler = self._loader(train, cfg.batch_size, train=True, labels=labels)
         history = History()
         best_score, best_state, bad_epochs = -math.inf, None, 0
         start = time.perf_counter()

@@ -136,3 +136,56 @@ def apply_temperature(logits, temperature: float) -> np.ndarray:
     if not temperature > 0:
         raise ConfigError(f"calibration: temperature must be positive, got {temperature}")
     return softmax(z / temperature, axis=1)
+
+
+def probability_logits(p, eps: float = 1e-12) -> np.ndarray:
+    """Logits recovered from probabilities, in the (N, K) form :func:`fit_temperature` takes.
+
+    Binary (K = 2): the pair ``[0, t]`` with t = logit(p₁) = log(p₁ / (1 − p₁)), p₁ clipped to
+    [eps, 1 − eps], so that ``softmax([0, t] / T)₁ = σ(t / T)`` (binary temperature scaling of the
+    positive-class score). Multiclass: ``log p`` (p clipped below at eps); softmax(log p) = p, and any
+    constant per row cancels in the softmax.
+
+    Parameters
+    ----------
+    p : array_like, shape (N, K)
+        Class probabilities, rows summing to 1.
+    eps : float
+        Clipping bound; the default keeps every probability float64 can tell from 0 and 1 apart.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ConfigError(f"calibration: probabilities must have shape (N, K) with K >= 2, got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ConfigError("calibration: probabilities hold NaN or infinite values")
+    if p.shape[1] == 2:
+        p1 = np.clip(p[:, 1], eps, 1.0 - eps)
+        return np.column_stack([np.zeros(len(p)), np.log(p1) - np.log1p(-p1)])
+    return np.log(np.clip(p, eps, None))
+
+
+def temperature_scale(p_val, y_val, p_test, bounds: tuple[float, float] = (0.05, 20.0)) -> tuple[np.ndarray, float]:
+    """Fit a temperature on validation probabilities and apply it to test probabilities.
+
+    T = argmin_T NLL(softmax(z_val / T), y_val) with z = :func:`probability_logits` (binary: logit p,
+    multiclass: log p); returns ``softmax(z_test / T)`` and T. Guo C, Pleiss G, Sun Y, Weinberger KQ
+    (2017), *On calibration of modern neural networks*, ICML. Every argmax is unchanged. For a binary
+    task p₁ ↦ σ(logit(p₁) / T) is increasing, so the test AUC and the decision at p = 0.5 are unchanged
+    too; only the confidence moves. (For K > 2 a one-vs-rest AUC may move: softmax(z / T)_k depends on
+    all of z, not on p_k alone.)
+
+    Parameters
+    ----------
+    p_val : array_like, shape (N_val, K)
+    y_val : array_like of int, shape (N_val,)
+    p_test : array_like, shape (N_test, K)
+    bounds : (float, float)
+        Search interval of T.
+
+    Returns
+    -------
+    (ndarray, float)
+        Scaled test probabilities (N_test, K) and the temperature.
+    """
+    temperature = fit_temperature(probability_logits(p_val), y_val, bounds=bounds)
+    return apply_temperature(probability_logits(p_test), temperature), temperature

@@ -9,7 +9,8 @@ volumes ``(N, C, D, H, W)`` 3D ones. Two architectures:
   a 3×3 stem, three stages of basic residual blocks (MONAI's ``ResNetBlock``) with widths ``width``,
   ``2·width``, ``4·width`` and strides 1, 2, 2, global average pooling, dropout, linear classifier.
 
-Training uses :class:`~medlens.engine.trainer.Trainer`: class-weighted cross-entropy, AdamW, random
+Training uses :class:`~medlens.engine.trainer.Trainer`: class-weighted cross-entropy (or focal loss,
+:mod:`medlens.models.losses`; optionally class-balanced sampling), AdamW, random
 flips (and, for volumes, random 90° in-plane rotations) as augmentation, and early stopping on an
 inner validation split (stratified and group-aware, :func:`medlens.evaluate.splits.inner_validation_split`,
 from the training set when no ``val`` is given) scored by AUC
@@ -29,6 +30,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.engine.trainer import Trainer, TrainConfig
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.splits import inner_validation_split
+from medlens.models.losses import LOSSES, classification_loss
 from medlens.models.mlp import class_weights
 from medlens.models.registry import register
 
@@ -126,7 +128,17 @@ class CNNClassifier:
     epochs, batch_size, lr, weight_decay, patience, max_steps :
         Passed to :class:`TrainConfig` (optimizer AdamW, cosine schedule).
     class_weight : {"balanced", None}
-        Cross-entropy class weights.
+        Per-class loss weights, ``"balanced"``: w_c = N / (K n_c).
+    loss : {"ce", "focal"}
+        Cross-entropy, or focal loss −α_t (1 − p_t)^γ log p_t (Lin et al. 2017); both take the class weights.
+    focal_gamma : float
+        γ of the focal loss (0 gives cross-entropy).
+    focal_alpha : float, list of float or None
+        α of the focal loss: the positive-class weight of a binary task, or one weight per class.
+    sampler : {None, "balanced"}
+        ``"balanced"``: each epoch draws N training samples with replacement, classes equally likely
+        (:class:`~medlens.engine.trainer.TrainConfig`). Combine with ``class_weight: null``, or the
+        imbalance is corrected twice.
     augment : bool
         Random flips (and 90° rotations for volumes).
     val_fraction : float
@@ -141,12 +153,17 @@ class CNNClassifier:
     def __init__(self, arch: str = "compact", width: int = 16, depth: int = 3, blocks: int = 1, dropout: float = 0.2,
                  epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
                  patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
-                 augment: bool = True, val_fraction: float = 0.15, amp: str = "auto",
+                 loss: str = "ce", focal_gamma: float = 2.0, focal_alpha: float | list[float] | None = None,
+                 sampler: str | None = None, augment: bool = True, val_fraction: float = 0.15, amp: str = "auto",
                  channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
         if arch not in _ARCHS:
             raise ConfigError(f"models.cnn.arch: unknown {arch!r}; use one of {', '.join(_ARCHS)}")
         if class_weight not in (None, "balanced"):
             raise ConfigError(f"models.cnn.class_weight: unknown {class_weight!r}; use 'balanced' or None")
+        if loss not in LOSSES:
+            raise ConfigError(f"models.cnn.loss: unknown {loss!r}; use one of {', '.join(LOSSES)}")
+        if focal_gamma < 0:
+            raise ConfigError(f"models.cnn.focal_gamma: must be >= 0, got {focal_gamma}")
         if not 0 < val_fraction <= 0.5:
             raise ConfigError(f"models.cnn.val_fraction: must lie in (0, 0.5], got {val_fraction}")
         self.arch = arch
@@ -161,6 +178,10 @@ class CNNClassifier:
         self.patience = patience
         self.max_steps = max_steps
         self.class_weight = class_weight
+        self.loss = loss
+        self.focal_gamma = focal_gamma
+        self.focal_alpha = focal_alpha
+        self.sampler = sampler
         self.augment = augment
         self.val_fraction = val_fraction
         self.amp = amp
@@ -174,7 +195,8 @@ class CNNClassifier:
     def _config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer="adamw", scheduler="cosine", patience=self.patience, max_steps=self.max_steps,
-                           amp=self.amp, channels_last=self.channels_last, seed=self.seed, progress=self.progress)
+                           amp=self.amp, channels_last=self.channels_last, seed=self.seed, progress=self.progress,
+                           sampler=self.sampler)
 
     def _tensors(self, data: ArrayDataset) -> Tensor:
         images = np.asarray(data.images, dtype=np.float32)
@@ -205,7 +227,7 @@ class CNNClassifier:
         network = build(self.spatial_dims_, images.shape[1], self.n_classes_, width=self.width, dropout=self.dropout,
                         **size)
         weights = torch.as_tensor(class_weights(train.labels, self.n_classes_, self.class_weight), dtype=torch.float32)
-        loss = nn.CrossEntropyLoss(weight=weights)
+        loss = classification_loss(self.loss, weight=weights, gamma=self.focal_gamma, alpha=self.focal_alpha)
         trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=validation_score,
                           augment=flip_augment if self.augment else None)
         self.history_ = trainer.fit(self._dataset(train), self._dataset(val))

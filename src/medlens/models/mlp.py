@@ -7,6 +7,12 @@ tasks end in a softmax with cross-entropy ``-log p_y``. Training is full-batch A
 (one iteration = one step on all training rows), which for a net this small is exact gradient
 descent with adaptive steps and is deterministic for a fixed seed.
 
+For imbalanced classes: ``class_weight="balanced"`` weights each sample's loss by w_c = N / (K n_c);
+``loss="focal"`` replaces the cross-entropy by the focal loss −α_t (1 − p_t)^γ log p_t (Lin et al. 2017,
+:mod:`medlens.models.losses`); ``sampler="balanced"`` draws each iteration's rows (all N, or
+``batch_size``) with replacement, sample i with probability ∝ 1 / n_{y_i}
+(:class:`torch.utils.data.WeightedRandomSampler`), so classes are seen equally often.
+
 The hidden activation defaults to the logistic sigmoid, the unit of the classical BP network: with
 one or two hidden layers on standardised inputs its vanishing gradient does not bite, and it keeps
 the model the reference describes. ``tanh`` (zero-centred) and ``relu`` are options; Xavier/Glorot
@@ -23,11 +29,13 @@ import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+from torch.utils.data import WeightedRandomSampler
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, ModelError
 from medlens.engine.threads import torch_threads
 from medlens.models.features import INPUTS, design_matrix
+from medlens.models.losses import LOSSES, focal_loss
 from medlens.models.registry import register
 
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -83,6 +91,12 @@ class BPNetwork:
     features : "all" or list of str
         Feature names or glob patterns (see :mod:`medlens.models.features`).
     class_weight : {"balanced", None}
+    loss : {"ce", "focal"}
+        (Binary) cross-entropy, or the focal loss with ``focal_gamma`` (γ) and ``focal_alpha`` (α).
+    focal_gamma : float
+    focal_alpha : float, list of float or None
+    sampler : {None, "balanced"}
+        ``"balanced"``: rows of each iteration drawn with replacement, classes equally likely.
     early_stopping : bool
         With a validation set, evaluate its loss every ``eval_every`` iterations, keep the best
         iteration's weights and stop after ``patience`` iterations without improvement.
@@ -96,7 +110,8 @@ class BPNetwork:
                  lr: float = 0.02, iterations: int = 2000, batch_size: int | None = None, weight_decay: float = 0.0,
                  dropout: float = 0.0, inputs: str = "features", features: str | Sequence[str] = "all",
                  class_weight: str | None = None, early_stopping: bool = False, patience: int = 200,
-                 eval_every: int = 10, seed: int = 0):
+                 eval_every: int = 10, loss: str = "ce", focal_gamma: float = 2.0,
+                 focal_alpha: float | Sequence[float] | None = None, sampler: str | None = None, seed: int = 0):
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"models.bp.activation: unknown {activation!r}; use one of {', '.join(_ACTIVATIONS)}")
         if init not in _INITS:
@@ -105,6 +120,12 @@ class BPNetwork:
             raise ConfigError(f"models.bp.inputs: unknown {inputs!r}; use one of {', '.join(INPUTS)}")
         if class_weight not in (None, "balanced"):
             raise ConfigError(f"models.bp.class_weight: unknown {class_weight!r}; use 'balanced' or None")
+        if loss not in LOSSES:
+            raise ConfigError(f"models.bp.loss: unknown {loss!r}; use one of {', '.join(LOSSES)}")
+        if focal_gamma < 0:
+            raise ConfigError(f"models.bp.focal_gamma: must be >= 0, got {focal_gamma}")
+        if sampler not in (None, "balanced"):
+            raise ConfigError(f"models.bp.sampler: unknown {sampler!r}; use 'balanced' or None")
         if iterations < 1 or lr <= 0 or not 0 <= dropout < 1:
             raise ConfigError("models.bp: iterations must be >= 1, lr > 0 and 0 <= dropout < 1")
         self.hidden = tuple(int(h) for h in hidden)
@@ -121,6 +142,10 @@ class BPNetwork:
         self.early_stopping = early_stopping
         self.patience = patience
         self.eval_every = eval_every
+        self.loss = loss
+        self.focal_gamma = focal_gamma
+        self.focal_alpha = focal_alpha
+        self.sampler = sampler
         self.seed = seed
         self.network_: nn.Sequential | None = None
 
@@ -140,7 +165,10 @@ class BPNetwork:
         return nn.Sequential(*layers, out)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Class-weighted mean loss ``sum_i w_{y_i} l_i / sum_i w_{y_i}``."""
+        """Class-weighted mean loss ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (cross-entropy or focal)."""
+        if self.loss == "focal":
+            return focal_loss(logits[:, 0] if self.n_classes_ == 2 else logits, y, gamma=self.focal_gamma,
+                              alpha=self.focal_alpha, weight=weights)
         if self.n_classes_ == 2:
             per_row = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction="none")
         else:
@@ -174,12 +202,19 @@ class BPNetwork:
             x_val, y_val = self._inputs(val), torch.as_tensor(val.labels)
         batch = len(y) if self.batch_size is None else min(int(self.batch_size), len(y))
         order, cursor = torch.arange(len(y)), len(y)
+        draw = None
+        if self.sampler == "balanced":
+            counts = torch.bincount(y).double()
+            draw = WeightedRandomSampler(1.0 / counts[y], num_samples=batch, replacement=True, generator=generator)
         best_loss, best_state, self.best_iteration_ = np.inf, None, self.iterations
         self.loss_curve_: list[float] = []
         self.val_curve_: list[tuple[int, float]] = []
         net.train()
         for iteration in range(1, self.iterations + 1):
-            if batch < len(y):
+            if draw is not None:
+                rows = torch.as_tensor(list(draw))
+                xb, yb = x[rows], y[rows]
+            elif batch < len(y):
                 if cursor + batch > len(y):
                     order, cursor = torch.randperm(len(y), generator=generator), 0
                 rows = order[cursor:cursor + batch]

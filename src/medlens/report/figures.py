@@ -193,8 +193,11 @@ def plot_confusion(results: dict, path: str | Path) -> Path:
         return _save(figure, path)
 
 
-def plot_reliability(oof: dict, path: str | Path, n_bins: int = 10) -> Path:
+def plot_reliability(oof: dict, path: str | Path, n_bins: int = 10, title: str | None = None) -> Path:
     """Reliability diagram per model from out-of-fold predictions, ECE in the legend.
+
+    ``title`` replaces the default heading ("Reliability, pooled out-of-fold"); the bin count is
+    always appended.
 
     Binary: positive-class probability against the observed positive rate; multiclass: top-label
     confidence against accuracy (see :mod:`medlens.evaluate.calibration`). Marker area follows the
@@ -222,7 +225,7 @@ def plot_reliability(oof: dict, path: str | Path, n_bins: int = 10) -> Path:
         axes.set_aspect("equal")
         axes.set_xlabel("mean top-label confidence" if multiclass else "mean predicted probability (positive)")
         axes.set_ylabel("accuracy" if multiclass else "observed positive rate")
-        axes.set_title(f"Reliability, pooled out-of-fold ({n_bins} bins)")
+        axes.set_title(f"{title or 'Reliability, pooled out-of-fold'} ({n_bins} bins)")
         axes.legend(loc="upper left")
         axes.grid(alpha=0.3)
         return _save(figure, path)

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from medlens.errors import MissingPathError, UnreadableFileError
+from medlens.report.model_card import DEFAULT_INTENDED_USE, STUDY_LIMITATIONS, format_value, study_model_card
 from medlens.report.tables import folds_table, metrics_table, per_class_table
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -181,34 +182,62 @@ def _per_model(results: dict) -> str:
     return "<h2>Per-fold results</h2>" + "".join(parts) if parts else ""
 
 
+def _card_rows(mapping: Mapping, label) -> pd.DataFrame:
+    """A one-column-per-key table of ``name → {key: value}`` with cells as model-card text."""
+    columns: list[str] = []
+    for entry in mapping.values():
+        columns.extend(c for c in entry if c not in columns)
+    records = {name: {label(c): format_value(entry[c]) if c in entry else "n/a" for c in columns}
+               for name, entry in mapping.items()}
+    return pd.DataFrame.from_dict(records, orient="index", columns=[label(c) for c in columns])
+
+
 def _model_card(results: dict) -> str:
-    provenance = results.get("provenance", {})
-    protocol = results.get("protocol", {})
+    """The study's model cards (:func:`medlens.report.model_card.study_model_card`): intended use, data
+    and protocol once, then per model its metrics, calibration, operating points and subgroups, then
+    the limitations. ``model_card.md`` holds the same cards as Markdown."""
     models = results.get("models", {})
-    listed = "".join(
-        f"<li><b>{escape(name)}</b>: {escape(str(r.get('description') or 'no description'))}"
-        + (f" ({int(r['n_parameters']):,} parameters)" if r.get("n_parameters") else "") + "</li>"
-        for name, r in models.items())
-    return (
-        "<h2>Model card</h2>"
-        '<p class="note"><b>Intended use:</b> research and teaching only. These models are not medical devices, '
-        "were not validated for clinical use and must not be used to diagnose or treat patients.</p>"
-        f"<h3>Models</h3><ul>{listed}</ul>"
-        "<h3>Data provenance</h3>"
-        f"<p>Study <code>{escape(str(results.get('study', 'n/a')))}</code>; data checksum (md5) "
-        f"<code>{escape(str(provenance.get('data_md5') or 'n/a'))}</code>. The data source, licence and "
-        "preprocessing are recorded in the configuration under Provenance below.</p>"
-        "<h3>Evaluation protocol</h3>"
-        f"<p>{escape(_protocol_text(protocol).capitalize())}; seed "
-        f"{escape(str(protocol.get('seed', provenance.get('seed', 'n/a'))))}.</p>"
-        "<h3>Limitations</h3><ul>"
-        "<li>Cross-validation on one data set estimates performance on data like it; it says nothing about other "
-        "scanners, sites, populations or acquisition protocols (no external validation).</li>"
-        "<li>Confidence intervals over few folds are wide, and folds are not independent samples, so the "
-        "t-interval is approximate.</li>"
-        "<li>Labels carry the uncertainty of their source (e.g. radiologist ratings rather than pathology).</li>"
-        "<li>A comparison with a published reference design is indicative only unless data and protocol are "
-        "the same.</li></ul>")
+    cards = [study_model_card(results, key) for key in models]
+    first = cards[0] if cards else {}
+    parts = ["<h2>Model card</h2>",
+             f'<p class="note"><b>Intended use:</b> {escape(first.get("intended_use") or DEFAULT_INTENDED_USE)}</p>']
+    data = first.get("data") or {}
+    if data:
+        items = []
+        for key, value in data.items():
+            if key == "labels":
+                continue
+            if key == "class_counts" and isinstance(value, list) and len(data.get("labels") or []) == len(value):
+                value = ", ".join(f"{name}: {n}" for name, n in zip(data["labels"], value))
+            items.append((str(key).replace("_", " "), value if isinstance(value, (str, int)) else format_value(value)))
+        parts.append("<h3>Data and provenance</h3>" + _definitions(items))
+    if first.get("protocol"):
+        parts.append(f"<h3>Evaluation protocol</h3><p>{escape(str(first['protocol']))}</p>")
+    for key, card in zip(models, cards):
+        parts.append(f"<h3>{escape(key)}</h3>")
+        if card.get("model"):
+            parts.append(f"<p>{escape(card['model'])}</p>")
+        if card.get("metrics"):
+            frame = pd.DataFrame({"value": [format_value(v) for v in card["metrics"].values()]},
+                                 index=pd.Index(list(card["metrics"]), name="metric"))
+            parts.append(_table(frame))
+        if card.get("calibration"):
+            shown = {k: v for k, v in card["calibration"].items() if k != "temperatures"}
+            parts.append("<p>Calibration:</p>" + _definitions(
+                (k.replace("_", " "), v if isinstance(v, str) else format_value(v)) for k, v in shown.items()))
+        if card.get("operating_points"):
+            frame = _card_rows(card["operating_points"], lambda c: c.replace("_", " "))
+            frame.index.name = "operating point (threshold chosen on validation)"
+            parts.append(_table(frame))
+        if card.get("subgroups"):
+            frame = _card_rows(card["subgroups"], lambda c: c.replace("_", " "))
+            frame.index.name = "subgroup"
+            parts.append("<p>Subgroups (pooled out-of-fold):</p>" + _table(frame))
+    limitations = first.get("limitations") or list(STUDY_LIMITATIONS)
+    parts.append("<h3>Limitations</h3><ul>" + "".join(f"<li>{escape(item)}</li>" for item in limitations)
+                 + "<li>A comparison with a published reference design is indicative only unless data and protocol "
+                   "are the same.</li></ul>")
+    return "".join(parts)
 
 
 def _plain(value):

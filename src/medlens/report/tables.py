@@ -3,6 +3,11 @@
 Each model column holds its per-fold summary (mean ± std with the Student-t 95% interval, see
 :func:`medlens.evaluate.stats.summarize`); a ``reference`` entry in the results (a published design's
 figures) becomes one more column with its single values.
+
+Studies that record calibration and operating points (:mod:`medlens.study`) get more rows, after F1:
+the pooled out-of-fold ECE before and after temperature scaling (with its bootstrap 95% interval) and
+the test-fold sensitivity and specificity at the thresholds chosen on validation data (target
+sensitivity, Youden's J). Results without them keep the basic rows.
 """
 
 from __future__ import annotations
@@ -53,6 +58,39 @@ def _summary_cell(summary: dict) -> str:
     return text
 
 
+def _pooled_summary(value, ci) -> dict:
+    return {} if value is None else {"mean": value, "ci95": ci or [math.nan, math.nan]}
+
+
+def trust_rows(results: dict) -> list[tuple[str, object]]:
+    """Rows of calibration and operating points present in ``results``: (label, model_result → summary).
+
+    A summary is a dict with ``mean`` and optionally ``std`` and ``ci95``, as
+    :func:`medlens.evaluate.stats.summarize` makes; an empty dict where a model lacks the value.
+    """
+    models = list((results.get("models") or {}).values())
+    rows: list[tuple[str, object]] = []
+    calibration = [m.get("calibration") or {} for m in models]
+    if any("ece_before" in c for c in calibration):
+        bins = next((c.get("n_bins") for c in calibration if c.get("n_bins")), 10)
+        rows.append((f"ECE, {bins} bins (pooled)", lambda m: _pooled_summary(
+            (m.get("calibration") or {}).get("ece_before"), (m.get("calibration") or {}).get("ece_before_ci95"))))
+    if any("ece_after" in c for c in calibration):
+        rows.append(("ECE after temperature scaling", lambda m: _pooled_summary(
+            (m.get("calibration") or {}).get("ece_after"), (m.get("calibration") or {}).get("ece_after_ci95"))))
+    points = [m.get("operating_points") or {} for m in models]
+    if any("target_sensitivity" in p for p in points):
+        target = next(p["target_sensitivity"].get("target") for p in points if "target_sensitivity" in p)
+        for short, key in (("SE", "sensitivity"), ("SP", "specificity")):
+            rows.append((f"{short} at SE≥{target:g} threshold (val)", lambda m, key=key: (
+                (m.get("operating_points") or {}).get("target_sensitivity") or {}).get(key) or {}))
+    if any("youden" in p for p in points):
+        for short, key in (("SE", "sensitivity"), ("SP", "specificity")):
+            rows.append((f"{short} at Youden threshold (val)", lambda m, key=key: (
+                (m.get("operating_points") or {}).get("youden") or {}).get(key) or {}))
+    return rows
+
+
 def reference_name(results: dict) -> str | None:
     """The display name of the reference column, or None when the results have no reference."""
     reference = results.get("reference")
@@ -62,23 +100,26 @@ def reference_name(results: dict) -> str | None:
 
 
 def metrics_table(results: dict) -> pd.DataFrame:
-    """Display table: rows SE, SP, AR, AUC, balanced accuracy, F1, train time; one column per model.
+    """Display table: rows SE, SP, AR, AUC, balanced accuracy, F1, [:func:`trust_rows`], train time;
+    one column per model.
 
     Model cells read ``"mean ± std [lo, hi]"`` (3 decimals; ``"n/a"`` where undefined); the train time
     cell is ``train_seconds``. The reference column (named after ``reference.name``) shows its single
     values, ``"n/a"`` where the reference does not report the metric.
     """
-    rows = [label for label, _ in METRIC_ROWS] + [TRAIN_TIME_ROW]
+    extra = trust_rows(results)
+    rows = [label for label, _ in METRIC_ROWS] + [label for label, _ in extra] + [TRAIN_TIME_ROW]
     table = pd.DataFrame(index=pd.Index(rows, name="metric"))
     for model, result in results.get("models", {}).items():
         summary = result.get("summary", {})
         cells = [_summary_cell(summary.get(key, {})) for _, key in METRIC_ROWS]
+        cells.extend(_summary_cell(get(result)) for _, get in extra)
         cells.append(_fmt(result.get("train_seconds"), 1))
         table[model] = cells
     name = reference_name(results)
     if name is not None:
         reference = results["reference"]
-        table[name] = [_fmt(reference.get(key)) for _, key in METRIC_ROWS] + ["n/a"]
+        table[name] = [_fmt(reference.get(key)) for _, key in METRIC_ROWS] + ["n/a"] * (len(extra) + 1)
     return table
 
 
@@ -88,13 +129,14 @@ def metrics_numeric(results: dict) -> pd.DataFrame:
     The train time row has ``train_seconds`` as its mean and NaN elsewhere. A ``reference`` column
     holds the reference design's values when the results have one.
     """
-    rows = [label for label, _ in METRIC_ROWS] + [TRAIN_TIME_ROW]
+    extra = trust_rows(results)
+    rows = [label for label, _ in METRIC_ROWS] + [label for label, _ in extra] + [TRAIN_TIME_ROW]
     table = pd.DataFrame(index=pd.Index(rows, name="metric"))
     for model, result in results.get("models", {}).items():
         summary = result.get("summary", {})
         columns = {"mean": [], "std": [], "ci_lo": [], "ci_hi": []}
-        for _, key in METRIC_ROWS:
-            entry = summary.get(key) or {}
+        entries = [summary.get(key) or {} for _, key in METRIC_ROWS] + [get(result) for _, get in extra]
+        for entry in entries:
             lo, hi = (entry.get("ci95") or [math.nan, math.nan])[:2]
             columns["mean"].append(_number(entry.get("mean")))
             columns["std"].append(_number(entry.get("std")))
@@ -107,7 +149,7 @@ def metrics_numeric(results: dict) -> pd.DataFrame:
             table[f"{model}_{part}"] = values
     if results.get("reference"):
         reference = results["reference"]
-        table["reference"] = [_number(reference.get(key)) for _, key in METRIC_ROWS] + [math.nan]
+        table["reference"] = [_number(reference.get(key)) for _, key in METRIC_ROWS] + [math.nan] * (len(extra) + 1)
     return table
 
 
