@@ -62,7 +62,7 @@ def test_cnn_round_trip_gives_identical_probabilities(cnn_bundle, breast):
     manifest = loaded.manifest
     assert manifest["model"]["name"] == "cnn" and manifest["model"]["params"]["arch"] == "resnet"
     assert manifest["config"]["data"]["builder"] == "medmnist"
-    assert set(manifest["files"]) == {"weights.pt", "state.json"}
+    assert set(manifest["files"]) == {"weights.pt", "state.json", "model_card.md"}
     assert len(manifest["files"]["weights.pt"]) == 64 and manifest["versions"]["torch"] == torch.__version__
 
 
@@ -107,3 +107,86 @@ def test_unsupported_model_is_refused(breast, config, tmp_path):
     model = build("logistic")
     with pytest.raises(ModelError, match="cannot be bundled"):
         save_bundle(model, config, train.meta, tmp_path)
+
+
+def test_model_card_is_written_and_hash_checked(cnn_bundle, tmp_path):
+    import shutil
+
+    _, folder = cnn_bundle
+    card = (folder / "model_card.md").read_text()
+    assert "Research use only" in card and "Limitations" in card
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    (copy / "model_card.md").write_text(card.replace("Research use only", "Cleared for clinical use"))
+    with pytest.raises(MedlensError, match="model_card.md"):
+        load_bundle(copy)
+
+
+@pytest.fixture(scope="module")
+def calibrated(config, tmp_path_factory):
+    """A quick BreastMNIST cnn with a temperature and the sensitivity-0.9 operating point, both fitted on val."""
+    from medlens.train import train_bundle
+
+    out = tmp_path_factory.mktemp("calibrated")
+    manifest = train_bundle(config, out, quick=True, max_samples=400, threshold="sensitivity:0.9", calibrate=True,
+                            quiet=True)
+    return out, manifest
+
+
+def test_operating_point_is_chosen_on_validation(calibrated, config):
+    from medlens.evaluate.operating_points import threshold_for_sensitivity
+    from medlens.study import load_dataset, subsample
+
+    out, manifest = calibrated
+    bundle = load_bundle(out)
+    data = subsample(load_dataset(config), 400, config.seed)
+    val = data.subset(np.flatnonzero(data.split == "val"))
+    p_val = bundle.predict_proba(val)[:, 1]
+    assert bundle.threshold == pytest.approx(threshold_for_sensitivity(val.labels, p_val, 0.9))
+    assert manifest["training"]["validation"]["sensitivity"] >= 0.9
+    assert manifest["metrics"]["split"] == "official test" and 0.0 <= manifest["metrics"]["specificity"] <= 1.0
+    assert "sensitivity ≥ 0.9" in (out / "model_card.md").read_text()
+
+
+def test_temperature_changes_confidence_not_ranking(calibrated, config):
+    from scipy.stats import rankdata
+
+    from medlens.study import load_dataset, subsample
+
+    out, manifest = calibrated
+    bundle = load_bundle(out)
+    assert manifest["temperature"] is not None and manifest["temperature"] > 0
+    data = subsample(load_dataset(config), 400, config.seed)
+    test = data.subset(np.flatnonzero(data.split == "test"))
+    raw, scaled = bundle.model.predict_proba(test)[:, 1], bundle.predict_proba(test)[:, 1]
+    assert not np.allclose(raw, scaled)
+    np.testing.assert_array_equal(rankdata(raw), rankdata(scaled))
+    val = data.subset(np.flatnonzero(data.split == "val"))
+    y = val.labels
+
+    def nll(p):
+        return -np.mean(np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-12, None)))
+
+    # the temperature minimises the validation NLL, and T = 1 (no scaling) lies in its search range
+    assert nll(bundle.predict_proba(val)[:, 1]) <= nll(bundle.model.predict_proba(val)[:, 1]) + 1e-6
+
+
+def test_onnx_export_matches_pytorch_on_real_images(config, tmp_path):
+    """The exported graph (standardise, network, temperature, softmax) gives the bundle's probabilities."""
+    import onnxruntime
+
+    from medlens.study import load_dataset, subsample
+    from medlens.train import train_bundle
+
+    manifest = train_bundle(config, tmp_path / "b", quick=True, max_samples=300, calibrate=True, quiet=True,
+                            onnx=True)
+    assert manifest["onnx"]["max_abs_diff"] <= 1e-4 and manifest["onnx"]["checked_on"] > 0
+    assert "model.onnx" in manifest["files"]
+    bundle = load_bundle(tmp_path / "b")
+    data = subsample(load_dataset(config), 300, config.seed)
+    test = data.subset(np.flatnonzero(data.split == "test"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": test.images.astype(np.float32)})[0]
+    # the bundle predicts under bfloat16 autocast where it speeds up the CPU; ONNX runs float32
+    np.testing.assert_allclose(got, bundle.predict_proba(test), atol=0.02)
+    assert np.mean(got.argmax(axis=1) == bundle.predict_proba(test).argmax(axis=1)) >= 0.97

@@ -9,15 +9,17 @@ import pandas as pd
 import pytest
 import torch
 import typer
+from PIL import Image
 from typer.testing import CliRunner
 
 from medlens.commands.predict import predict
-from medlens.commands.train import train, train_bundle
+from medlens.commands.train import train
 from medlens.config import load_config, parse_config
 from medlens.data.builders import lidc_nodules
 from medlens.data.readers import consensus_nodules, read_dicom
 from medlens.errors import ConfigError
 from medlens.predict_volume import LesionSelection, lesion_inputs, voi_box
+from medlens.train import train_bundle
 
 from conftest import need
 
@@ -140,6 +142,13 @@ def test_position_selects_the_lesion_for_a_model_without_mask(series, data_root,
     assert nodule["error"].isna().all() and air["error"].isna().all()
     assert "at voxel" in nodule["roi"][0]
     assert nodule["p_malignant"][0] > air["p_malignant"][0]
+    cams = tmp_path / "cams"
+    at = ",".join(f"{c:.1f}" for c in centre)
+    result = CliRunner().invoke(app, ["predict", str(out), str(series["0001"]), "--at", at, "--explain", str(cams),
+                                      "--method", "gradcam++", "--quiet"])
+    assert result.exit_code == 0, result.output
+    overlay = np.asarray(Image.open(next(cams.glob("*.png"))))
+    assert overlay.shape[1] > 2 * overlay.shape[0]  # axial, coronal and sagittal panels side by side
 
 
 def test_unknown_excluded_patient_is_an_error(tmp_path):

@@ -66,3 +66,26 @@ def test_overlay_png(lung_masks, tmp_path, data_root):
     green = (rgb == (0, 255, 0)).all(axis=2)
     assert red.sum() > 500 and green.sum() > 500
     assert true[green].all() and pred[red].all()
+
+
+def test_montgomery_evaluation_reports_normal_and_tb_subgroups(data_root, tmp_path):
+    """Montgomery's index.csv labels each X-ray normal or TB: the evaluation is summarised per subgroup."""
+    import pandas as pd
+
+    from medlens.segment.datasets import load_folder
+    from medlens.segment.evaluate import evaluate_cases
+
+    folder = need(data_root, "montgomery_cxr_lung_masks")
+    index = pd.read_csv(folder / "index.csv")
+    names = [f[:-4] for f in pd.concat([index[index.tb_label == 0].head(3), index[index.tb_label == 1].head(2)])["file"]]
+    cases = load_folder(folder, names=names)
+    assert sorted(c.meta["subgroup"] for c in cases) == ["normal"] * 3 + ["tuberculosis"] * 2
+    # predictions: each true lung mask eroded by a number of pixels that grows with the case, so scores differ
+    preds = {c.case_id: ndi.binary_erosion(c.mask, iterations=2 + 4 * i).astype(np.int64) for i, c in enumerate(cases)}
+    result = evaluate_cases(preds, cases)
+    groups = result["subgroups"]
+    assert set(groups) == {"normal", "tuberculosis"} and groups["normal"]["n"] == 3 and groups["tuberculosis"]["n"] == 2
+    for name, group in groups.items():
+        dice = [row["dice"] for row in result["cases"] if row["subgroup"] == name]
+        assert group["dice"]["mean"] == pytest.approx(np.mean(dice))
+    assert groups["normal"]["dice"]["mean"] != groups["tuberculosis"]["dice"]["mean"]

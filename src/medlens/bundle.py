@@ -4,9 +4,11 @@ A bundle holds
 
 - ``weights.pt``: the network's ``state_dict`` (``torch.save``; read back with ``weights_only=True``);
 - ``state.json``: the fitted non-network state (input scaling, scaler means/scales, class count...);
+- ``model_card.md``: intended use, data and provenance, protocol, metrics, calibration, operating
+  point and limitations (:func:`model_card`);
 - ``manifest.json``: medlens version, model name + parameters, the study config (builder parameters,
-  Gabor bank), label names, decision threshold, dataset md5, image shape, feature names, package
-  versions, metrics and the sha256 of every other file.
+  Gabor bank), label names, decision threshold, temperature, dataset md5, image shape, feature names,
+  package versions, metrics and the sha256 of every other file.
 
 :func:`load_bundle` checks every file's sha256 and the medlens major version before rebuilding the
 model with :func:`medlens.models.registry.build` and restoring its state.
@@ -32,6 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 STATE = "state.json"
+CARD = "model_card.md"
 
 
 @dataclass
@@ -50,6 +53,21 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
+
+    @property
+    def temperature(self) -> float | None:
+        """Temperature fitted on validation predictions (None: probabilities are the model's own)."""
+        value = self.manifest.get("temperature")
+        return None if value is None else float(value)
+
+    def predict_proba(self, data) -> np.ndarray:
+        """``(N, K)`` probabilities of a prepared dataset, temperature-scaled when the bundle was calibrated."""
+        from medlens.evaluate.calibration import apply_temperature, probability_logits
+
+        proba = np.asarray(self.model.predict_proba(data), dtype=np.float64)
+        if self.temperature is None:
+            return proba
+        return apply_temperature(probability_logits(proba), self.temperature)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -126,7 +144,9 @@ def _major(version: str) -> str:
 
 def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: str | Path,
                 metrics: dict[str, Any] | None = None, threshold: float = 0.5, *,
-                model_id: str | None = None, image_shape: tuple[int, ...] | None = None) -> Path:
+                model_id: str | None = None, image_shape: tuple[int, ...] | None = None,
+                temperature: float | None = None, training: dict[str, Any] | None = None,
+                onnx_images: np.ndarray | None = None) -> Path:
     """Write a fitted ``model`` as a bundle folder.
 
     Parameters
@@ -147,6 +167,13 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
         The config's model id; defaults to the first config model with the same name.
     image_shape : tuple of int, optional
         Per-sample image shape, channel first.
+    temperature : float, optional
+        Temperature fitted on validation predictions; applied by :meth:`Bundle.predict_proba`.
+    training : dict, optional
+        How the bundle was made (protocol sentence, operating-point rule, validation figures, sizes).
+    onnx_images : ndarray, optional
+        Model-ready images; when given, the cnn is also exported to ``model.onnx`` and checked on them
+        (:func:`medlens.onnx_export.export_onnx`).
 
     Returns
     -------
@@ -177,14 +204,63 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
                  "dataset": data_meta.get("dataset"), "channels": data_meta.get("channels"),
                  "feature_names": list(data_meta.get("feature_names", [])),
                  "image_shape": list(image_shape) if image_shape is not None else None,
-                 "excluded_groups": list(data_meta.get("excluded_groups", []))},
+                 "excluded_groups": list(data_meta.get("excluded_groups", [])),
+                 "n_samples": data_meta.get("n_samples"), "class_counts": data_meta.get("class_counts")},
         "threshold": float(threshold),
+        "temperature": None if temperature is None else float(temperature),
+        "training": _jsonable(training or {}),
         "metrics": _jsonable(metrics or {}),
         "versions": package_versions(),
-        "files": {f: sha256(out / f) for f in (WEIGHTS, STATE)},
     }
+    files = [WEIGHTS, STATE, CARD]
+    if onnx_images is not None:
+        from medlens.onnx_export import ONNX_FILE, export_onnx
+
+        manifest["onnx"] = export_onnx(model, onnx_images, out / ONNX_FILE, temperature)
+        files.append(ONNX_FILE)
+    (out / CARD).write_text(model_card(manifest), encoding="utf-8")
+    manifest["files"] = {f: sha256(out / f) for f in files}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return out
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """The bundle's model card (Markdown) from its manifest; nothing in it is not in the manifest."""
+    from medlens.report.model_card import render_model_card
+
+    data, training, config = manifest["data"], manifest.get("training", {}), manifest["config"]
+    labels = data.get("labels") or []
+    counts = data.get("class_counts")
+    validation = training.get("validation", {})
+    metrics = {k: v for k, v in manifest.get("metrics", {}).items() if k not in ("split", "n")}
+    card = {
+        "title": f"Model card: {manifest['model']['id']} ({config.get('title') or config.get('study')})",
+        "model": f"medlens `{manifest['model']['name']}` model, input shape {data.get('image_shape')}; "
+                 f"labels {', '.join(labels)}.",
+        "data": {"name": data.get("dataset"), "source": config.get("description"),
+                 "n_samples": data.get("n_samples"), "labels": labels,
+                 "class_counts": counts, "checksum": data.get("md5"),
+                 "patients left out": ", ".join(data.get("excluded_groups") or []) or None},
+        "protocol": training.get("protocol"),
+        "metrics": metrics or None,
+        "calibration": {"method": "temperature scaling on validation predictions" if manifest.get("temperature")
+                        else "none (the model's own probabilities)",
+                        "temperature": manifest.get("temperature"),
+                        "ece_before": validation.get("ece_uncalibrated"), "ece_after": validation.get("ece")}
+        if validation else None,
+        "operating_points": {training.get("operating_point", "threshold"): {
+            "threshold": manifest["threshold"], "val sensitivity": validation.get("sensitivity"),
+            "val specificity": validation.get("specificity"),
+            **({"test sensitivity": metrics.get("sensitivity"), "test specificity": metrics.get("specificity")}
+               if metrics else {})}},
+        "limitations": [
+            "Validation figures are measured on the split that chose the threshold and temperature; they are "
+            "optimistic. Only test figures (when present) estimate performance on new data like the training data.",
+            "Trained on one public dataset; not validated on other scanners, sites or populations.",
+            "Inputs must be prepared as in training (the manifest's config); `medlens predict` does this.",
+        ],
+    }
+    return render_model_card(card)
 
 
 def _init_params(model) -> list[str]:

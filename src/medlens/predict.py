@@ -151,7 +151,7 @@ def predict_images(bundle: Bundle, images: np.ndarray, features: list[dict[str, 
                         features=None if table is None else table.to_numpy(np.float32), meta=meta)
     if bundle.manifest["model"]["name"] != "cnn":
         data = add_gabor_features(data, bundle.config)
-    return np.asarray(bundle.model.predict_proba(data), dtype=np.float64)
+    return bundle.predict_proba(data)
 
 
 def decide(proba: np.ndarray, threshold: float) -> np.ndarray:

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.errors import ConfigError
+
+FEW_INPUTS = 4
 
 
 @reports_errors
@@ -15,7 +18,8 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="2D bundles: pictures (PNG, JPEG, BMP, TIFF) and .npz archives. "
                                               "3D lesion bundles: DICOM series folders or files, NIfTI volumes."),
     out: Path = typer.Option(None, "--out", "-o", help="CSV file to write. Default: print the table."),
-    explain: Path = typer.Option(None, "--explain", help="Folder for Grad-CAM overlay PNGs (cnn bundles)."),
+    explain: Path = typer.Option(None, "--explain", help="Folder for heat-map overlay PNGs (cnn bundles)."),
+    method: str = typer.Option("gradcam", "--method", help="Map for --explain: gradcam, gradcam++ or occlusion."),
     at: str = typer.Option(None, "--at", help="3D: lesion position 'z,y,x' in voxels of the volume as "
                                                "`medlens inspect` shows it (models that need no mask)."),
     mask: Path = typer.Option(None, "--mask", help="3D: lesion mask (NIfTI or .npy) in the volume's geometry."),
@@ -28,7 +32,9 @@ def predict(
     Columns: path, index (image within the file), p_<label> per class, label, threshold, error. Each
     image is prepared like the training data (scaled to [0, 1], grayscale, resized to the bundle's
     size). A file that cannot be read gets its error in its row and the rest still run. With
-    --explain, a Grad-CAM overlay per image is written as <stem>_<index>.png.
+    --explain, a heat-map overlay per image is written as <stem>_<index>.png (--method: Grad-CAM,
+    Grad-CAM++ or occlusion sensitivity; volumes show the axial, coronal and sagittal slices through
+    the map's maximum).
     Example: `medlens predict bundles/breast scan1.png scans.npz --out preds.csv --explain cams/`.
 
     3D lesion bundles (trained on the LIDC nodule cubes) read raw CT in HU and find the lesion by
@@ -36,22 +42,31 @@ def predict(
     with the lesion in the roi column, cut and resampled as in training.
     Example: `medlens predict bundles/nodules LIDC-IDRI-0001/<study>/<series>/ --out preds.csv`.
     """
+    import torch
+
     from medlens.bundle import load_bundle
+    from medlens.engine.threads import torch_threads
+    from medlens.explain import METHODS
     from medlens.predict import predict_files
     from medlens.predict_volume import LesionSelection, parse_position
     from medlens.progress import progress_bar
 
     quiet = quiet_requested(quiet)
+    if method not in METHODS:
+        raise ConfigError(f"--method: unknown {method!r}; choose one of {', '.join(METHODS)}")
     selection = LesionSelection(at=parse_position(at) if at else None, mask=mask, xml=xml)
     loaded = load_bundle(bundle)
     if explain is not None and loaded.manifest["model"]["name"] != "cnn":
-        console.print("[yellow]--explain:[/] Grad-CAM needs a cnn bundle; no overlays written", highlight=False)
+        console.print("[yellow]--explain:[/] heat maps need a cnn bundle; no overlays written", highlight=False)
         explain = None
-    with progress_bar(len(inputs), "predict", disable=quiet or len(inputs) < 5) as advance_for:
+    # a few inputs: one thread, which a busy machine cannot stall (two threads waiting on each other took
+    # 0.5 s instead of 5 ms per image under load; benchmarks/results/predict.md)
+    threads = 1 if len(inputs) <= FEW_INPUTS else torch.get_num_threads()
+    with torch_threads(threads), progress_bar(len(inputs), "predict", disable=quiet or len(inputs) < 5) as advance_for:
         table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection)
-    table["index"] = table["index"].astype("Int64")
-    if explain is not None:
-        _write_explanations(loaded, prepared, table, explain)
+        table["index"] = table["index"].astype("Int64")
+        if explain is not None:
+            _write_explanations(loaded, prepared, table, explain, method)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -60,14 +75,14 @@ def predict(
         typer.echo(table.to_csv(index=False))
 
 
-def _write_explanations(loaded, prepared, table, folder: Path) -> None:
-    from medlens.explain import grad_cam, write_overlay
+def _write_explanations(loaded, prepared, table, folder: Path, method: str) -> None:
+    from medlens.explain import explain, write_overlay
 
     labels = table.dropna(subset=["index"]).set_index(["path", "index"])["label"]
     for item in prepared:
         if item.error is not None:
             continue
-        maps = grad_cam(loaded.model, item.images)
+        maps = explain(loaded.model, item.images, method)
         for i, (image, heat) in enumerate(zip(item.images, maps)):
             write_overlay(image, heat, folder / f"{item.path.stem}_{i}.png",
-                          title=f"{item.path.name}[{i}]: {labels[(str(item.path), i)]}")
+                          title=f"{item.path.name}[{i}]: {labels[(str(item.path), i)]} ({method})")

@@ -149,3 +149,6 @@ def evaluate(
         s = result["summary"]
         console.print(" ".join(f"{k} {v['mean']:.4f}" for k, v in s.items() if isinstance(v, dict)) + f" ({len(cases)} cases) → {out}",
                       highlight=False)
+        for name, group in result.get("subgroups", {}).items():
+            console.print(f"  {name}: " + " ".join(f"{k} {v['mean']:.4f}" for k, v in group.items()
+                                                   if isinstance(v, dict)) + f" ({group['n']} cases)", highlight=False)

@@ -18,6 +18,11 @@ Mask modes: ``binary`` (foreground = value ≥ 128 for 8-bit masks whose maximum
 label image; the training target is 0 background, 1 nucleus interior, 2 nucleus boundary, and the
 instances are kept for scoring). Groups: the patient id ``LIDC-IDRI-XXXX`` where a name holds one,
 otherwise the case name.
+
+Subgroups: a dataset folder may hold an ``index.csv`` with a ``file`` column (the image file name) and
+per-case descriptions; its row goes into ``SegCase.meta``, and the first of :data:`SUBGROUP_COLUMNS`
+it has becomes ``meta["subgroup"]`` (Montgomery: ``tb_label_name``, normal versus tuberculosis), so
+evaluations can be reported per subgroup.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from medlens.segment.io import case_name, is_image_file, read_image
 LAYOUTS = (("images", "masks"), ("image", "nodule_mask"), ("images", "labels"), ("train/image", "train/label"),
            ("image", "label"), ("imagesTr", "labelsTr"))
 MASK_MODES = ("binary", "labels", "instance")
+INDEX_FILE = "index.csv"
+SUBGROUP_COLUMNS = ("subgroup", "tb_label_name")
 
 
 @dataclass
@@ -105,6 +112,26 @@ def _read_mask(path: Path, image: MedImage) -> np.ndarray:
     return arr
 
 
+def read_index(folder: Path) -> dict[str, dict[str, Any]]:
+    """Rows of the folder's ``index.csv`` keyed by case name, with ``subgroup`` set (see the module docstring);
+    empty when there is no index."""
+    import pandas as pd
+
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path)
+    if "file" not in table.columns:
+        raise DatasetError(f"{path}: an index needs a 'file' column naming each image")
+    column = next((c for c in SUBGROUP_COLUMNS if c in table.columns), None)
+    rows = {}
+    for row in table.to_dict("records"):
+        if column is not None:
+            row["subgroup"] = str(row[column])
+        rows[case_name(Path(str(row["file"])))] = row
+    return rows
+
+
 def load_folder(folder: str | Path, mask_mode: str = "binary", n_classes: int = 2, limit: int | None = None,
                 names: list[str] | None = None) -> list[SegCase]:
     """Load every image (and its mask, where the layout has masks) of a dataset folder.
@@ -136,6 +163,7 @@ def load_folder(folder: str | Path, mask_mode: str = "binary", n_classes: int = 
     if not files:
         raise DatasetError(f"{img_dir}: no images (png/tif/jpg/NIfTI) found in this dataset folder")
     masks = {case_name(p): p for p in mask_dir.iterdir() if is_image_file(p)} if mask_dir else {}
+    index = read_index(folder)
     cases = []
     for path in files:
         name = case_name(path)
@@ -147,7 +175,7 @@ def load_folder(folder: str | Path, mask_mode: str = "binary", n_classes: int = 
             raw = _read_mask(masks[name], image)
             mask, instances = mask_to_target(raw, mask_mode, n_classes, masks[name])
         cases.append(SegCase(image, mask, name, patient_group(name), instances,
-                             {"mask_path": str(masks[name]) if name in masks else None}))
+                             {**index.get(name, {}), "mask_path": str(masks[name]) if name in masks else None}))
     return cases
 
 

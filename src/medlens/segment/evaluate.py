@@ -104,7 +104,9 @@ def evaluate_cases(preds: dict[str, np.ndarray], cases, n_classes: int = 2,
                    overlay_dir: str | Path | None = None) -> dict[str, Any]:
     """Score predictions (by case id) against :class:`~medlens.segment.datasets.SegCase` truths.
 
-    Returns ``{"cases": [{"case", "dice", "iou", "hd95", "pixel_error"}...], "summary": {...}}``.
+    Returns ``{"cases": [{"case", "dice", "iou", "hd95", "pixel_error"}...], "summary": {...}}``; where
+    the cases carry a ``subgroup`` (:func:`~medlens.segment.datasets.read_index`), each row names it and
+    ``"subgroups"`` holds the summary of each subgroup.
     """
     rows = []
     for case in cases:
@@ -112,10 +114,17 @@ def evaluate_cases(preds: dict[str, np.ndarray], cases, n_classes: int = 2,
             raise DatasetError(f"{case.image.meta.get('source')}: no prediction for case {case.case_id}")
         pred = preds[case.case_id]
         row = {"case": case.case_id, **case_metrics(pred, case.mask, n_classes, case.image.spacing)}
+        if "subgroup" in case.meta:
+            row["subgroup"] = case.meta["subgroup"]
         rows.append(row)
         if overlay_dir is not None:
             overlay(case.image.array, pred, case.mask, Path(overlay_dir) / f"{case.case_id}.png")
-    return {"cases": rows, "summary": summarize(rows)}
+    result = {"cases": rows, "summary": summarize(rows)}
+    names = sorted({row["subgroup"] for row in rows if "subgroup" in row})
+    if names:
+        result["subgroups"] = {name: {"n": sum(r.get("subgroup") == name for r in rows),
+                                      **summarize([r for r in rows if r.get("subgroup") == name])} for name in names}
+    return result
 
 
 def read_predictions(pred_dir: str | Path, mask_mode: str = "binary", n_classes: int = 2) -> dict[str, np.ndarray]:
@@ -140,7 +149,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
     csv_path, json_path = out / "metrics.csv", out / "metrics.json"
     tmp = out / ".tmp-metrics.csv"
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(result["cases"][0]))
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in result["cases"] for k in row)))
         writer.writeheader()
         writer.writerows(result["cases"])
     tmp.replace(csv_path)
