@@ -53,7 +53,10 @@ def test_quick_study_writes_every_output(quick_run):
     html = (out / "report.html").read_text()
     # self-contained: nothing is fetched (the data's origin is named as text in the model card)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
-    assert html.count('src="data:image/png;base64,') == 5 and "after temperature scaling" in html
+    assert html.count('src="data:image/png;base64,') == 6 and "after temperature scaling" in html
+    assert "Grad-CAM of cnn3d" in html  # the only CNN explains its surest test images, two per class
+    overlays = sorted((out / "explanations" / "cnn3d").glob("*.png"))
+    assert len(overlays) == 4 and (out / "explanations" / "cnn3d.png").is_file()
     assert "<h2>Model card</h2>" in html and "Research use only" in html
     card = (out / "model_card.md").read_text()
     assert card.count("### Intended use") == 6 and "Research use only" in card

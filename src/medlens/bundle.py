@@ -245,8 +245,10 @@ def model_card(manifest: dict[str, Any]) -> str:
         "metrics": metrics or None,
         "calibration": {"method": "temperature scaling on validation predictions" if manifest.get("temperature")
                         else "none (the model's own probabilities)",
-                        "temperature": manifest.get("temperature"),
-                        "ece_before": validation.get("ece_uncalibrated"), "ece_after": validation.get("ece")}
+                        "temperature (fitted on validation)": manifest.get("temperature"),
+                        "validation ECE before scaling": validation.get("ece_uncalibrated"),
+                        "validation ECE after scaling": validation.get("ece") if manifest.get("temperature") else None,
+                        **({"test ECE": metrics["ece"]} if "ece" in metrics else {})}
         if validation else None,
         "operating_points": {training.get("operating_point", "threshold"): {
             "threshold": manifest["threshold"], "val sensitivity": validation.get("sensitivity"),
@@ -258,6 +260,7 @@ def model_card(manifest: dict[str, Any]) -> str:
             "optimistic. Only test figures (when present) estimate performance on new data like the training data.",
             "Trained on one public dataset; not validated on other scanners, sites or populations.",
             "Inputs must be prepared as in training (the manifest's config); `medlens predict` does this.",
+            *training.get("warnings", []),
         ],
     }
     return render_model_card(card)

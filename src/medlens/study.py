@@ -363,7 +363,32 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
                                               threshold=protocol.threshold, n_bins=n_bins)
     entry["_calibrated_oof"] = oof_cal
     entry["_fold_of"] = fold_of
+    if model_cfg.name == "cnn":
+        entry["_explain"] = explain_examples(model, data, folds[-1], oof, labels)
     return entry, oof
+
+
+def explain_examples(model, data: ArrayDataset, fold: Fold, oof: np.ndarray, labels, per_class: int = 2) -> dict:
+    """Grad-CAM maps of a CNN for the test images it is most sure of, per true class, in its last fold.
+
+    For each class ``c`` the ``per_class`` test samples of true class ``c`` with the highest ``p_c`` are
+    explained for class ``c`` (:func:`medlens.explain.explain`): what the network looks at when it is
+    right and confident. Returns ``ids``, ``images``, ``maps`` and ``titles`` for the report.
+    """
+    from medlens.explain import explain
+
+    names = labels or [str(c) for c in range(data.n_classes)]
+    chosen, classes = [], []
+    for c in range(data.n_classes):
+        of_class = fold.test[data.labels[fold.test] == c]
+        best = of_class[np.argsort(-oof[of_class, c])[:per_class]]
+        chosen.extend(best.tolist())
+        classes.extend([c] * len(best))
+    images = data.images[chosen]
+    maps = explain(model, images, "gradcam", class_index=classes) if chosen else np.empty((0,))
+    ids = data.ids[chosen] if data.ids is not None else np.array(chosen).astype(str)
+    titles = [f"{i}: {names[c]} (p = {oof[j, c]:.2f})" for i, c, j in zip(ids, classes, chosen)]
+    return {"ids": [str(i) for i in ids], "images": images, "maps": maps, "titles": titles}
 
 
 def _catalogue_provenance(name: str) -> dict[str, str]:
@@ -446,8 +471,9 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
         for model_cfg in models:
             entry, proba = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key))
             calibrated, fold_of = entry.pop("_calibrated_oof"), entry.pop("_fold_of")
+            explained = entry.pop("_explain", None)
             results_models[model_cfg.key] = entry
-            oof[model_cfg.key] = {"y_true": data.labels, "p": proba, "fold": fold_of}
+            oof[model_cfg.key] = {"y_true": data.labels, "p": proba, "fold": fold_of, "explain": explained}
             if calibrated is not None:
                 oof[model_cfg.key]["p_calibrated"] = calibrated
 
@@ -531,4 +557,28 @@ def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]]
         figures["Reliability diagrams after temperature scaling (fitted on each fold's validation split)"] = \
             plot_reliability(calibrated, out_dir / "reliability_calibrated.png", n_bins=n_bins,
                              title="Reliability after temperature scaling")
+    for key, entry in oof.items():
+        if entry.get("explain") and len(entry["explain"]["ids"]):
+            figures[f"Grad-CAM of {key} (last fold; the test images it is surest of, per true class)"] = \
+                write_explanations(entry["explain"], out_dir / "explanations" / key)
     write_report(results, out_dir, figures={k: Path(v) for k, v in figures.items() if v})
+
+
+def write_explanations(explained: dict, folder: Path) -> Path:
+    """One overlay PNG per explained image in ``folder`` and their column, ``folder.png``, for the report."""
+    from PIL import Image
+
+    from medlens.explain import write_overlay
+
+    paths = [write_overlay(image, heat, folder / f"{name}.png", title=title)
+             for image, heat, name, title in zip(explained["images"], explained["maps"], explained["ids"],
+                                                 explained["titles"])]
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    column = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles)), "white")
+    top = 0
+    for tile in tiles:
+        column.paste(tile, (0, top))
+        top += tile.height
+    out = folder.with_suffix(".png")
+    column.save(out)
+    return out

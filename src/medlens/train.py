@@ -28,6 +28,8 @@ import numpy as np
 from medlens.config import StudyConfig
 from medlens.errors import ConfigError
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
 
 @dataclass(frozen=True)
 class OperatingPoint:
@@ -175,7 +177,12 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     temperature = None
     p_val = p_val_raw
     if calibrate:
-        p_val, temperature = temperature_scale(p_val_raw, val.labels, p_val_raw)
+        p_val, temperature = temperature_scale(p_val_raw, val.labels, p_val_raw, bounds=TEMPERATURE_BOUNDS)
+    warnings = []
+    if temperature is not None and not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] * 0.99:
+        warnings.append(f"The fitted temperature ({temperature:.3g}) sits at its search bound "
+                        f"{TEMPERATURE_BOUNDS}: the validation predictions carry little information, and the "
+                        "calibrated probabilities are close to constant.")
     binary = data.n_classes == 2
     chosen = _threshold(point, val.labels, p_val, binary)
     labels = data.meta.get("labels")
@@ -195,6 +202,6 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     save_bundle(model, config, meta, out, metrics=metrics, threshold=chosen, model_id=entry.key,
                 image_shape=tuple(data.images.shape[1:]), temperature=temperature,
                 training={"protocol": protocol, "operating_point": point.describe(), "validation": validation,
-                          "n_train": int(len(train_idx)), "n_val": int(len(val_idx))},
+                          "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings},
                 onnx_images=val.images if onnx else None)
     return load_bundle(out).manifest
