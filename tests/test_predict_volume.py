@@ -80,12 +80,14 @@ def test_malignant_call_from_raw_dicom_series(nodule_bundle, series, tmp_path):
     assert np.allclose(table["p_benign"] + table["p_malignant"], 1.0)
     first = table.iloc[0]
     assert "LIDC-IDRI-0001" in first["path"] and "4 readers" in first["roi"] and "5/5/5/4" in first["roi"]
+    assert first["patient_id"] == "LIDC-IDRI-0001"
+    assert first["series_uid"] == "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"
 
 
 def test_series_cube_matches_the_training_cube(series, data_root):
     """The DICOM path reproduces the builder's cube of the same nodule (from the LIDC VOI file)."""
     config = load_config(CONFIG)
-    cubes, features, rois = lesion_inputs(series["0001"], config, LesionSelection())
+    cubes, features, rois, ids = lesion_inputs(series["0001"], config, LesionSelection())
     assert cubes.shape == (1, 2, 32, 32, 32) and len(rois) == 1
     vois = lidc_nodules(data_root / "lidc_idri_nodule_vois", max_samples=None)
     train_cube = vois.images[list(vois.ids).index("LIDC-IDRI-0001_R_1")]

@@ -89,3 +89,7 @@ def test_montgomery_evaluation_reports_normal_and_tb_subgroups(data_root, tmp_pa
         dice = [row["dice"] for row in result["cases"] if row["subgroup"] == name]
         assert group["dice"]["mean"] == pytest.approx(np.mean(dice))
     assert groups["normal"]["dice"]["mean"] != groups["tuberculosis"]["dice"]["mean"]
+    from medlens.segment.evaluate import evaluation_card
+
+    card = evaluation_card(result, folder, tmp_path / "preds")
+    assert "## Subgroups" in card and "tuberculosis" in card and "Research use only" in card

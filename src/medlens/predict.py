@@ -25,6 +25,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.errors import MedlensError, UnreadableFileError
 from medlens.predict_volume import LesionSelection
 
+ID_COLUMNS = ("patient_id", "series_uid")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NPZ_KEYS = ("test_images", "images")
 
@@ -41,6 +42,8 @@ class Prepared:
     """Per image, tabular features measured with the input (lesion mask radiomics), if any."""
     rois: list[str] | None = None
     """Per image, what selected it within the file (volumes: the lesion)."""
+    ids: dict[str, str | None] = field(default_factory=dict)
+    """Ids read from the file (DICOM: ``patient_id``, ``series_uid``)."""
 
 
 def scale_pixels(array: np.ndarray) -> np.ndarray:
@@ -126,10 +129,10 @@ def prepare_input(path: str | Path, bundle: Bundle, selection: LesionSelection |
     from medlens.predict_volume import lesion_inputs
 
     try:
-        images, features, rois = lesion_inputs(path, bundle.config, selection or LesionSelection())
+        images, features, rois, ids = lesion_inputs(path, bundle.config, selection or LesionSelection())
     except MedlensError as exc:
         return Prepared(path, error=str(exc))
-    return Prepared(path, images=images, index=list(range(len(images))), features=features, rois=rois)
+    return Prepared(path, images=images, index=list(range(len(images))), features=features, rois=rois, ids=ids)
 
 
 def predict_images(bundle: Bundle, images: np.ndarray, features: list[dict[str, float] | None] | None = None
@@ -172,17 +175,19 @@ def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None) -> list[d
     """The output rows of one input file: one per image, or one error row."""
     names = bundle.labels or [str(c) for c in range(bundle.model.n_classes_)]
     if item.error is not None:
-        return [{"path": str(item.path), "index": None, "roi": None, **{f"p_{n}": None for n in names},
+        return [{"path": str(item.path), "index": None, **{key: None for key in ID_COLUMNS}, "roi": None, **{f"p_{n}": None for n in names},
                  "label": None, "threshold": bundle.threshold, "error": item.error}]
     chosen = decide(proba, bundle.threshold)
-    return [{"path": str(item.path), "index": i, "roi": item.rois[i] if item.rois else None,
+    return [{"path": str(item.path), "index": i, **{key: item.ids.get(key) for key in ID_COLUMNS},
+             "roi": item.rois[i] if item.rois else None,
              **{f"p_{n}": float(proba[i, c]) for c, n in enumerate(names)},
              "label": names[chosen[i]], "threshold": bundle.threshold, "error": None} for i in item.index]
 
 
 def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, selection: LesionSelection | None = None
                   ) -> tuple[pd.DataFrame, list[Prepared]]:
-    """Predict every image of ``inputs``; returns the table (path, index, roi, ``p_<label>``..., label,
+    """Predict every image of ``inputs``; returns the table (path, index, patient_id, series_uid, roi,
+    ``p_<label>``..., label,
     threshold, error) and the prepared inputs (for explanations). ``advance()`` is called per file.
     ``selection`` finds the lesions in volumes for 3D lesion bundles."""
     rows, prepared = [], []

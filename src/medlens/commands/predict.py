@@ -29,7 +29,8 @@ def predict(
 ) -> None:
     """Predict every image of the inputs with a bundle: one CSV row per image.
 
-    Columns: path, index (image within the file), p_<label> per class, label, threshold, error. Each
+    Columns: path, index (image within the file), patient_id and series_uid (DICOM), roi (the lesion of
+    a volume), p_<label> per class, label, threshold, error. Each
     image is prepared like the training data (scaled to [0, 1], grayscale, resized to the bundle's
     size). A file that cannot be read gets its error in its row and the rest still run. With
     --explain, a heat-map overlay per image is written as <stem>_<index>.png (--method: Grad-CAM,

@@ -118,11 +118,14 @@ def evaluate(
 ) -> None:
     """Dice, IoU, HD95 and pixel error per case and in summary, with overlay PNGs.
 
+    Writes metrics.csv, metrics.json and evaluation_card.md; where the dataset folder has an index.csv
+    with a subgroup column (Montgomery: normal versus tuberculosis) the summary is also given per subgroup.
+
     With `--mask-mode instance` (true masks are instance label images, predictions the 3-class maps of a
     model trained in instance mode) each case also gets true/predicted instance counts, AP at IoU 0.5
     (TP/(TP+FP+FN)) and the aggregated Jaccard index; the summary adds the relative count error.
     """
-    from medlens.segment.evaluate import evaluate_cases, read_predictions, summarize, write_report
+    from medlens.segment.evaluate import evaluate_cases, evaluation_card, read_predictions, summarize, write_report
 
     instance = mask_mode == "instance"
     classes = 3 if instance else classes
@@ -145,6 +148,7 @@ def evaluate(
         n_true = sum(r["n_true"] for r in per_instance)
         result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
     write_report(result, out)
+    (out / "evaluation_card.md").write_text(evaluation_card(result, data, predictions), encoding="utf-8")
     if not quiet_requested(quiet):
         s = result["summary"]
         console.print(" ".join(f"{k} {v['mean']:.4f}" for k, v in s.items() if isinstance(v, dict)) + f" ({len(cases)} cases) → {out}",

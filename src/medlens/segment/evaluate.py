@@ -142,6 +142,33 @@ def read_predictions(pred_dir: str | Path, mask_mode: str = "binary", n_classes:
     return out
 
 
+def evaluation_card(result: dict[str, Any], data: str | Path, predictions: str | Path) -> str:
+    """A model-card style summary (Markdown) of a segmentation evaluation, per subgroup where the data has them.
+
+    Uses :func:`medlens.report.model_card.render_model_card`: intended use (research only), the data,
+    the mean (± s.d.) of each metric over cases, the same per subgroup (e.g. Montgomery's normal versus
+    tuberculosis X-rays), and limitations.
+    """
+    from medlens.report.model_card import render_model_card
+
+    def means(summary: dict) -> dict[str, str]:
+        return {name: f"{value['mean']:.4f} ± {value['std']:.4f} (n = {value['n']})"
+                for name, value in summary.items() if isinstance(value, dict) and "mean" in value}
+
+    card = {
+        "title": f"Segmentation evaluation: {Path(predictions).name} on {Path(data).name}",
+        "data": {"name": Path(data).name, "source": str(data), "n_samples": len(result["cases"])},
+        "protocol": f"predicted masks in {predictions} scored against the true masks of {data}, case by case "
+                    "(Dice and IoU of the foreground, HD95 in the image's units, pixel error)",
+        "metrics": means(result["summary"]),
+        "subgroups": {name: means({k: v for k, v in group.items() if k != "n"})
+                      for name, group in result.get("subgroups", {}).items()},
+        "limitations": ["Scores are only as good as the reference masks (one annotator unless stated).",
+                        "Subgroups with few cases have wide uncertainty; compare them with care."],
+    }
+    return render_model_card(card)
+
+
 def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per case) and ``metrics.json`` (cases and summary)."""
     out = Path(out_dir)
