@@ -111,3 +111,19 @@ def test_last_conv_block_of_compact_net_is_its_last_pool():
     network = compact_cnn(2, 1, 2, width=4, depth=2)
     name = last_conv_block(network)
     assert isinstance(dict(network.named_modules())[name], torch.nn.MaxPool2d) and name == "7"
+
+
+def test_batching_across_files_keeps_order_and_probabilities(bundle, inputs):
+    from medlens.predict import predict_files
+
+    folder, pngs, _ = inputs
+    files = [pngs[0], folder / "corrupt.png", folder / "four.npz", pngs[1], folder / "big_rgb.png", pngs[2]]
+    loaded = load_bundle(bundle)
+    together, _ = predict_files(loaded, files)  # one model call for all 9 good images
+    one_by_one, _ = predict_files(loaded, files, batch_size=1)
+    assert list(together["path"]) == list(one_by_one["path"]) == [
+        str(f) for f in files for _ in range(4 if f.suffix == ".npz" else 1)]
+    pd.testing.assert_frame_equal(together.drop(columns=["p_malignant", "p_normal, benign"]),
+                                  one_by_one.drop(columns=["p_malignant", "p_normal, benign"]))
+    np.testing.assert_allclose(together["p_malignant"].to_numpy(dtype=float),
+                               one_by_one["p_malignant"].to_numpy(dtype=float), atol=1e-3)

@@ -26,6 +26,7 @@ from medlens.errors import MedlensError, UnreadableFileError
 from medlens.predict_volume import LesionSelection
 
 ID_COLUMNS = ("patient_id", "series_uid")
+BATCH_IMAGES = 256
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NPZ_KEYS = ("test_images", "images")
 
@@ -184,22 +185,50 @@ def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None) -> list[d
              "label": names[chosen[i]], "threshold": bundle.threshold, "error": None} for i in item.index]
 
 
-def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, selection: LesionSelection | None = None
-                  ) -> tuple[pd.DataFrame, list[Prepared]]:
-    """Predict every image of ``inputs``; returns the table (path, index, patient_id, series_uid, roi,
-    ``p_<label>``..., label,
-    threshold, error) and the prepared inputs (for explanations). ``advance()`` is called per file.
-    ``selection`` finds the lesions in volumes for 3D lesion bundles."""
-    rows, prepared = [], []
-    for item in iter_prepared(bundle, inputs, selection):
-        proba = None
-        if item.error is None:
+def _predict_batch(bundle: Bundle, batch: list[Prepared]) -> list[list[dict]]:
+    """Rows of each prepared file of ``batch``, its images predicted in one call; if that call fails,
+    file by file, so that one bad file gets its error and the others their predictions."""
+    ready = [item for item in batch if item.error is None]
+    probas: dict[int, np.ndarray] = {}
+    if ready:
+        features = [f for item in ready for f in (item.features or [None] * len(item.images))]
+        try:
+            joined = predict_images(bundle, np.concatenate([item.images for item in ready]), features)
+            bounds = np.cumsum([0] + [len(item.images) for item in ready])
+            probas = {id(item): joined[lo:hi] for item, lo, hi in zip(ready, bounds[:-1], bounds[1:])}
+        except MedlensError:
+            probas = {}
+    out = []
+    for item in batch:
+        proba = probas.get(id(item))
+        if item.error is None and proba is None:
             try:
                 proba = predict_images(bundle, item.images, item.features)
             except MedlensError as exc:
-                item = Prepared(item.path, error=f"{item.path}: {exc}")
-        rows.extend(rows_for(bundle, item, proba))
+                item.error = f"{item.path}: {exc}"
+        out.append(rows_for(bundle, item, proba))
+    return out
+
+
+def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, selection: LesionSelection | None = None,
+                  batch_size: int = BATCH_IMAGES) -> tuple[pd.DataFrame, list[Prepared]]:
+    """Predict every image of ``inputs``.
+
+    Files are read one at a time and their images predicted in batches of about ``batch_size`` images
+    across files (many small PNGs cost one model call per batch, not per file). Returns the table (path,
+    index, patient_id, series_uid, roi, ``p_<label>``..., label, threshold, error; rows in input order)
+    and the prepared inputs (for explanations). ``advance()`` is called per file; ``selection`` finds
+    the lesions in volumes for 3D lesion bundles.
+    """
+    rows, prepared, batch = [], [], []
+    for item in iter_prepared(bundle, inputs, selection):
+        batch.append(item)
         prepared.append(item)
+        if sum(len(b.images) for b in batch if b.error is None) >= batch_size:
+            rows.extend(r for file_rows in _predict_batch(bundle, batch) for r in file_rows)
+            batch = []
         if advance is not None:
             advance()
+    if batch:
+        rows.extend(r for file_rows in _predict_batch(bundle, batch) for r in file_rows)
     return pd.DataFrame(rows), prepared
