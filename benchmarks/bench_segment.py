@@ -4,7 +4,7 @@ Each sub-command trains with ``medlens.segment`` (plan → train → sliding-win
 original resolution → evaluate) and appends one JSON line per result to ``--log``.
 
     python benchmarks/bench_segment.py montgomery --size 128 --folds 5 --epochs 20
-    python benchmarks/bench_segment.py lidc --folds 5 --epochs 20
+    python benchmarks/bench_segment.py lidc --folds 5 --epochs 20 --tta 1 --keep central --baseline
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
     python benchmarks/bench_segment.py msd --epochs 40
@@ -26,7 +26,7 @@ import torch
 from medlens.evaluate.splits import kfold_splits
 from medlens.segment.datasets import case_groups, load_folder
 from medlens.segment.evaluate import evaluate_cases, summarize
-from medlens.segment.infer import segment_image
+from medlens.segment.infer import keep_component, segment_image
 from medlens.segment.instances import score_instances
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import count_parameters
@@ -51,8 +51,17 @@ def configure(plan: dict, args, network: str | None = None) -> dict:
     return plan
 
 
+def threshold_baseline(case, hu: float = -500.0) -> np.ndarray:
+    """Trivial nodule baseline: voxels above ``hu`` HU, the 26-connected component nearest the VOI centre."""
+    return keep_component((case.image.array[0] > hu).astype(np.int64), "central")
+
+
 def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fold_ids=None) -> list[dict]:
-    """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution)."""
+    """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution).
+
+    With ``--keep MODE`` the same predictions are also scored after keeping one connected component
+    (``post_*`` keys); with ``--baseline`` the HU-threshold baseline is scored on the same test cases
+    (``baseline_*`` keys)."""
     splits = kfold_splits(strat, case_groups(cases), k=folds, seed=0)
     out = []
     for f, (tr, te) in enumerate(splits):
@@ -64,10 +73,22 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         preds = {cases[i].case_id: segment_image(model, p, cases[i].image) for i in te}
         infer_s = (time.perf_counter() - t0) / len(te)
         res = evaluate_cases(preds, [cases[i] for i in te], p["dataset"]["n_classes"])
+        extra = {}
+        if getattr(args, "keep", None):
+            extra["post"] = {k: keep_component(v, args.keep) for k, v in preds.items()}
+        if getattr(args, "baseline", False):
+            extra["baseline"] = {cases[i].case_id: threshold_baseline(cases[i]) for i in te}
+        for name, other in extra.items():
+            r2 = evaluate_cases(other, [cases[i] for i in te], p["dataset"]["n_classes"])
+            for row, row2 in zip(res["cases"], r2["cases"]):
+                row.update({f"{name}_{k}": row2[k] for k in ("dice", "iou", "hd95", "pixel_error")})
         rec = {"fold": f, "network": p["network"]["name"], "n_train": len(tr), "n_test": len(te),
                "train_seconds": hist.seconds, "steps": hist.steps, "infer_seconds_per_case": infer_s,
                "params": count_parameters(model), "patch": p["patch_size"], "spacing": p["target_spacing"],
-               **{k: v["mean"] for k, v in res["summary"].items()}, "cases": res["cases"]}
+               **{k: v["mean"] for k, v in res["summary"].items()},
+               **{f"{name}_{k}": float(np.nanmean([r[f"{name}_{k}"] for r in res["cases"]]))
+                  for name in extra for k in ("dice", "iou", "hd95")},
+               "cases": res["cases"]}
         out.append(rec)
         log(args, {k: v for k, v in rec.items() if k != "cases"})
     return out
@@ -79,6 +100,16 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
                "network": folds[0]["network"], "params": folds[0]["params"],
                "train_seconds_per_fold": float(np.mean([f["train_seconds"] for f in folds])),
                **{k: v for k, v in summarize(rows).items()}})
+    for name in ("post", "baseline"):
+        if rows and f"{name}_dice" in rows[0]:
+            keys = ("dice", "iou", "hd95", "pixel_error")
+            renamed = [{k: r[f"{name}_{k}"] for k in keys} for r in rows]
+            log(args, {"summary": f"{name}:{summary_name(args, name)}", "folds_run": [f["fold"] for f in folds],
+                       "n_cases": len(rows), **summarize(renamed)})
+
+
+def summary_name(args, name: str) -> str:
+    return f"keep_component={args.keep}" if name == "post" else "threshold HU>-500, central component"
 
 
 def montgomery(args, network=None, fold_ids=None):
@@ -195,6 +226,10 @@ def main():
     ap.add_argument("--limit", type=int)
     ap.add_argument("--tta", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", choices=["largest", "central"],
+                    help="also score the predictions after keeping one connected component")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also score the HU > -500 threshold baseline (LIDC) on the same test folds")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

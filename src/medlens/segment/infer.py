@@ -4,6 +4,12 @@ The prepared image (plan normalisation and spacing) is covered by overlapping wi
 patch size (MONAI ``sliding_window_inference``, Gaussian blending). With TTA the softmax is averaged
 over the identity and a mirror along each axis in ``flip_axes``. Probabilities are resized back to the
 input's shape (linear) before the arg-max, so the mask has the input's size and geometry.
+
+An image smaller than the patch along some axis is first padded to the patch size with
+:func:`medlens.segment.plan.pad_value`, exactly as training pads it, and the probabilities are cropped
+back. (MONAI's sliding window would otherwise pad with 0, which the network never saw in training.)
+``inference.keep_component`` (``null``, ``"largest"``, ``"central"``) optionally keeps one connected
+foreground component of the mask (:func:`keep_component`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from scipy import ndimage
 
-from medlens.errors import MissingPathError
+from medlens.errors import ConfigError, MissingPathError
 from medlens.image import MedImage
 from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask
-from medlens.segment.plan import prepare_image, resize
+from medlens.segment.plan import pad_to, pad_value, prepare_image, resize, unpad
 
 
 @torch.no_grad()
@@ -28,6 +35,8 @@ def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.nd
     inf = plan["inference"]
     tta = inf.get("tta_flips", True) if tta is None else tta
     device = next(model.parameters()).device
+    shape = tuple(x.shape[1:])
+    x = pad_to(x, tuple(int(p) for p in plan["patch_size"]), pad_value(x))
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
 
     def run(inp: torch.Tensor) -> torch.Tensor:
@@ -41,7 +50,32 @@ def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.nd
         for a in axes:
             prob += torch.flip(run(torch.flip(t, [a])), [a])
         prob /= 1 + len(axes)
-    return prob[0].cpu().numpy()
+    return unpad(prob[0].float().cpu().numpy(), shape)
+
+
+def keep_component(mask: np.ndarray, mode: str | None) -> np.ndarray:
+    """Post-processing of a label map: keep one connected foreground component (nnU-Net keeps the largest
+    where that helps in cross-validation).
+
+    ``None`` leaves the map alone; ``"largest"`` keeps the largest component; ``"central"`` keeps the
+    component that comes nearest to the array centre (a lesion-centred crop such as an LIDC nodule VOI).
+    Components are connected over faces, edges and corners; every other foreground voxel becomes 0.
+    """
+    if mode is None or not mask.any():
+        return mask
+    if mode not in ("largest", "central"):
+        raise ConfigError(f"inference.keep_component: unknown {mode!r}; use null, 'largest' or 'central'")
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3,) * mask.ndim, bool))
+    if n <= 1:
+        return mask
+    if mode == "largest":
+        keep = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    else:
+        centre = (np.array(mask.shape) - 1) / 2
+        idx = np.argwhere(labels > 0)
+        dist = ((idx - centre) ** 2).sum(axis=1)
+        keep = int(labels[tuple(idx[int(np.argmin(dist))])])
+    return np.where(labels == keep, mask, 0).astype(mask.dtype)
 
 
 def segment_prepared(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray, tta: bool | None = None
@@ -57,7 +91,7 @@ def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage,
     With ``return_probabilities`` also the class probabilities ``(K, *image.shape)``.
     """
     prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
-    mask = prob.argmax(axis=0).astype(np.int64)
+    mask = keep_component(prob.argmax(axis=0).astype(np.int64), plan["inference"].get("keep_component"))
     return (mask, prob) if return_probabilities else mask
 
 

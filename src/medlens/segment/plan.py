@@ -133,7 +133,7 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
         "training": {"epochs": 40, "steps_per_epoch": 25, "lr": 2e-3, "weight_decay": 1e-5,
                      "foreground_oversample": 0.33, "seed": seed, "patience": None, "max_steps": None,
                      "amp": "auto"},
-        "inference": {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4},
+        "inference": {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None},
     }
 
 
@@ -236,6 +236,33 @@ def resize(array: np.ndarray, shape: tuple[int, ...], labels: bool = False) -> n
         out = F.interpolate(t, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear",
                             align_corners=False, antialias=len(shape) == 2)
     return out[0].numpy()
+
+
+def pad_value(array: np.ndarray) -> float:
+    """The value a prepared ``(C, ...)`` array is padded with to reach the patch size: its minimum.
+
+    For CT this is the normalised lower clip bound (air), so that padding looks like the lung around a
+    nodule. Training (:class:`medlens.segment.train.PatchDataset`) and inference
+    (:func:`medlens.segment.infer.predict_probabilities`) must pad with the same value: a network that
+    was trained with air around small volumes and then sees another value there (MONAI's sliding
+    window pads with 0, which after a CT z-score is soft tissue near −220 HU) fails on every volume
+    smaller than the patch (most LIDC nodule VOIs are thinner than the patch).
+    """
+    return float(array.min())
+
+
+def pad_to(array: np.ndarray, shape: tuple[int, ...], value: float = 0.0) -> np.ndarray:
+    """Pad ``(C, ...)`` symmetrically so each spatial axis is at least ``shape``
+    (the ``(n - s) // 2`` extra voxels before, the rest after)."""
+    pads = [(0, 0)] + [((max(s - n, 0)) // 2, max(s - n, 0) - max(s - n, 0) // 2)
+                       for n, s in zip(array.shape[1:], shape)]
+    return np.pad(array, pads, constant_values=value) if any(sum(p) for p in pads) else array
+
+
+def unpad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Undo :func:`pad_to`: the centre ``shape`` window of ``(C, ...)`` that :func:`pad_to` grew."""
+    sl = tuple(slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(shape, array.shape[1:]))
+    return array[(slice(None),) + sl]
 
 
 def prepare_image(plan: dict[str, Any], image) -> np.ndarray:

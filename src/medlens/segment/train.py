@@ -25,14 +25,7 @@ from medlens.segment.datasets import SegCase
 from medlens.segment.evaluate import mean_dice
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import build_network
-from medlens.segment.plan import load_plan, prepare_case, save_plan
-
-
-def pad_to(array: np.ndarray, shape: tuple[int, ...], value: float = 0.0) -> np.ndarray:
-    """Pad ``(C, ...)`` symmetrically so each spatial axis is at least ``shape``."""
-    pads = [(0, 0)] + [((max(s - n, 0)) // 2, max(s - n, 0) - max(s - n, 0) // 2)
-                       for n, s in zip(array.shape[1:], shape)]
-    return np.pad(array, pads, constant_values=value) if any(sum(p) for p in pads) else array
+from medlens.segment.plan import load_plan, pad_to, pad_value, prepare_case, save_plan  # noqa: F401 (pad_to: re-export)
 
 
 class PatchDataset(Dataset):
@@ -45,7 +38,7 @@ class PatchDataset(Dataset):
     def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]], plan: dict[str, Any], length: int,
                  seed: int = 0):
         self.patch = tuple(int(p) for p in plan["patch_size"])
-        self.arrays = [(pad_to(x, self.patch, float(x.min())), pad_to(y, self.patch)) for x, y in arrays]
+        self.arrays = [(pad_to(x, self.patch, pad_value(x)), pad_to(y, self.patch)) for x, y in arrays]
         self.fg = [np.argwhere(y[0] > 0) for _, y in self.arrays]
         self.aug = plan["augmentations"]
         self.oversample = float(plan["training"]["foreground_oversample"])
@@ -87,7 +80,7 @@ def build_model(plan: dict[str, Any]) -> torch.nn.Module:
 
 def centre_patch(x: np.ndarray, y: np.ndarray, patch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The ``patch``-sized window of a prepared case centred on its foreground (or its middle)."""
-    x, y = pad_to(x, patch, float(x.min())), pad_to(y, patch)
+    x, y = pad_to(x, patch, pad_value(x)), pad_to(y, patch)
     fg = np.argwhere(y[0] > 0)
     centre = fg.mean(axis=0).astype(int) if len(fg) else np.array(y.shape[1:]) // 2
     start = np.clip(centre - np.array(patch) // 2, 0, np.array(y.shape[1:]) - np.array(patch))
