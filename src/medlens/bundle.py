@@ -180,7 +180,7 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
     Path
         The bundle folder.
     """
-    from medlens.study import package_versions
+    from medlens.study import _plain, package_versions
 
     name = getattr(model, "name", None)
     if name not in _FAMILIES:
@@ -198,7 +198,7 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
     manifest = {
         "format_version": FORMAT_VERSION,
         "medlens_version": medlens.__version__,
-        "model": {"name": name, "id": entry.key if entry else name, "params": _jsonable(params)},
+        "model": {"name": name, "id": entry.key if entry else name, "params": _plain(params)},
         "config": config.model_dump(mode="json"),
         "data": {"labels": list(data_meta.get("labels") or []), "md5": data_meta.get("source_md5"),
                  "dataset": data_meta.get("dataset"), "channels": data_meta.get("channels"),
@@ -208,8 +208,8 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
                  "n_samples": data_meta.get("n_samples"), "class_counts": data_meta.get("class_counts")},
         "threshold": float(threshold),
         "temperature": None if temperature is None else float(temperature),
-        "training": _jsonable(training or {}),
-        "metrics": _jsonable(metrics or {}),
+        "training": _plain(training or {}),
+        "metrics": _plain(metrics or {}),
         "versions": package_versions(),
     }
     files = [WEIGHTS, STATE, CARD]
@@ -270,16 +270,6 @@ def _init_params(model) -> list[str]:
     import inspect
 
     return [p for p in inspect.signature(type(model).__init__).parameters if p != "self" and hasattr(model, p)]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def load_bundle(path: str | Path) -> Bundle:
