@@ -101,15 +101,14 @@ def _threshold(point: OperatingPoint, y_val: np.ndarray, p_val: np.ndarray, bina
     return threshold_for_sensitivity(y_val, p_val[:, 1], point.value)
 
 
-def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float) -> dict[str, Any]:
-    from medlens.evaluate.calibration import expected_calibration_error
+def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float, n_bins: int) -> dict[str, Any]:
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.study import _plain
+    from medlens.study import _ece, _plain
 
     scores = classification_metrics(y, p, labels=labels, threshold=threshold)
     out = {k: _plain(scores[k]) for k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
            if k in scores}
-    out["ece"] = float(expected_calibration_error(y, p[:, 1] if p.shape[1] == 2 else p))
+    out["ece"] = _ece(y, p, n_bins)
     out["n"] = int(len(y))
     return out
 
@@ -144,7 +143,7 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     from medlens.evaluate.calibration import temperature_scale
     from medlens.evaluate.splits import inner_validation_split
     from medlens.models.registry import build
-    from medlens.study import _model_params, add_gabor_features, load_dataset, seed_everything, subsample
+    from medlens.study import _ece, _model_params, add_gabor_features, load_dataset, seed_everything, subsample
 
     point = threshold if isinstance(threshold, OperatingPoint) else parse_operating_point(str(threshold))
     entry = choose_model(config, model_id)
@@ -186,8 +185,9 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     binary = data.n_classes == 2
     chosen = _threshold(point, val.labels, p_val, binary)
     labels = data.meta.get("labels")
-    validation = {**_scores(val.labels, p_val, labels, chosen), "ece_uncalibrated": _scores(
-        val.labels, p_val_raw, labels, chosen)["ece"]}
+    n_bins = config.protocol.ece_bins
+    validation = {**_scores(val.labels, p_val, labels, chosen, n_bins),
+                  "ece_uncalibrated": _ece(val.labels, p_val_raw, n_bins)}
     metrics: dict[str, Any] = {}
     if official:
         from medlens.evaluate.calibration import apply_temperature, probability_logits
@@ -196,7 +196,7 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
         p_test = np.asarray(model.predict_proba(test), dtype=np.float64)
         if temperature is not None:
             p_test = apply_temperature(probability_logits(p_test), temperature)
-        metrics = {"split": "official test", **_scores(test.labels, p_test, labels, chosen)}
+        metrics = {"split": "official test", **_scores(test.labels, p_test, labels, chosen, n_bins)}
     meta = {**data.meta, "excluded_groups": sorted(exclude_groups or []),
             "class_counts": np.bincount(data.labels, minlength=data.n_classes).tolist(), "n_samples": len(data)}
     save_bundle(model, config, meta, out, metrics=metrics, threshold=chosen, model_id=entry.key,
