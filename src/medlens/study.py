@@ -47,7 +47,7 @@ from medlens.data.fetch import resolve
 from medlens.errors import ConfigError, MedlensError
 from medlens.evaluate.calibration import expected_calibration_error, temperature_scale
 from medlens.evaluate.metrics import classification_metrics
-from medlens.evaluate.operating_points import operating_points
+from medlens.evaluate.operating_points import operating_points, rates_at
 from medlens.evaluate.splits import inner_validation_split, kfold_splits
 from medlens.evaluate.stats import bootstrap_ci, delong_auc_ci, summarize
 from medlens.models.registry import build
@@ -210,11 +210,9 @@ def _summarize_operating_points(rows: list[dict], y: np.ndarray, oof: np.ndarray
             point[key] = summarize([e[key] for e in entries])
         t = thresholds[name]
         tested = ~np.isnan(t)
-        if tested.any():
-            predicted = oof[tested, 1] >= t[tested]
-            truth = y[tested] == 1
-            point["pooled_sensitivity"] = float(predicted[truth].mean()) if truth.any() else float("nan")
-            point["pooled_specificity"] = float((~predicted[~truth]).mean()) if (~truth).any() else float("nan")
+        if tested.any():  # each sample against its own fold's threshold
+            pooled = rates_at(y[tested], oof[tested, 1], t[tested])
+            point["pooled_sensitivity"], point["pooled_specificity"] = pooled["sensitivity"], pooled["specificity"]
         errors = sorted({e["error"] for e in entries if "error" in e})
         point["n_folds_without_threshold"] = sum("error" in e for e in entries)
         if errors:

@@ -110,8 +110,10 @@ def youden_threshold(y, p) -> float:
     return float(thresholds[best])
 
 
-def rates_at(y, p, threshold: float) -> dict[str, float]:
-    """Sensitivity and specificity of ``p >= threshold`` on ``(y, p)``; NaN where a class is absent."""
+def rates_at(y, p, threshold) -> dict[str, float]:
+    """Sensitivity and specificity of ``p >= threshold`` on ``(y, p)``; NaN where a class is absent.
+
+    ``threshold`` is one number, or one per sample (pooled folds, each at its own fold's threshold)."""
     y, p = _inputs(y, p)
     predicted = p >= threshold
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
