@@ -157,3 +157,18 @@ def test_results_are_not_overwritten(quick_run, config):
     out, _ = quick_run
     with pytest.raises(MedlensError, match="--overwrite"):
         run_study(config, out, quick=True, quiet=True)
+
+
+def test_pooled_operating_point_rates_use_each_folds_threshold(quick_run):
+    import pandas as pd
+
+    out, results = quick_run
+    frame = pd.read_csv(out / "predictions.csv")
+    entry = results["models"]["bp_radiomics"]
+    thresholds = {row["fold"]: row["operating_points"]["youden"]["threshold"] for row in entry["folds"]}
+    tested = frame[frame["fold"] >= 0]
+    called = tested["bp_radiomics_p_malignant"].to_numpy() >= tested["fold"].map(thresholds).to_numpy()
+    truth = tested["label"].to_numpy() == 1
+    point = entry["operating_points"]["youden"]
+    assert point["pooled_sensitivity"] == pytest.approx(called[truth].mean())
+    assert point["pooled_specificity"] == pytest.approx((~called[~truth]).mean())
