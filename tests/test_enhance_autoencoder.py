@@ -53,10 +53,24 @@ def test_save_load_round_trip(trained, xrays, tmp_path):
     assert manifest["modality"] == "OT" and manifest["in_channels"] == 1
     assert manifest["noise"] == {"name": "gaussian", "sigma": 51.0}
     loaded = Denoiser.load(folder)
+    assert loaded.residual_scale == trained.residual_scale
     assert np.array_equal(loaded.denoise(test), trained.denoise(test))
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(UnreadableFileError, match="manifest.json"):
         Denoiser.load(folder)
+
+
+def test_residual_scale_is_the_noise_rms_and_old_manifests_load_unscaled(trained, tmp_path):
+    # Gaussian σ = 51 on the 0–255 window is 0.2 in window units (64 draws of 28² pixels)
+    assert abs(trained.residual_scale - 0.2) < 0.005
+    assert trained.network.residual_scale == trained.residual_scale
+    folder = trained.save(tmp_path / "model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["architecture"]["residual_scale"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert Denoiser.load(folder).network.residual_scale == 1.0
+    with pytest.raises(ConfigError, match="residual_scale"):
+        Denoiser(residual_scale=0)
 
 
 def test_any_image_size_is_padded_and_cropped_back(trained, xrays):

@@ -28,7 +28,8 @@ def ct_model(lidc_series_dir, tmp_path_factory):
     """A CT denoiser trained for a few steps on patches of one real slice, saved and loaded back."""
     hu = read_slice(sorted(lidc_series_dir.glob("*.dcm"))[0]).values
     model = Denoiser(modality="CT", window=(-1024.0, 3071.0), noise="poisson_ct", channels=(8, 8),
-                     strides=(1, 2), patch=64, samples_per_epoch=64, epochs=1, batch_size=16, seed=0)
+                     strides=(1, 2), patch=64, samples_per_epoch=128, epochs=1, batch_size=16, lr=1e-2,
+                     seed=0)
     model.fit(np.maximum(hu, -1024.0)[None, None])
     folder = model.save(tmp_path_factory.mktemp("model") / "ct")
     return Denoiser.load(folder)

@@ -3,7 +3,11 @@
 The network is MONAI's :class:`~monai.networks.nets.AutoEncoder` (strided-convolution encoder, transposed-
 convolution decoder, residual units) on intensities scaled to [0, 1] by a fixed window ``(low, high)``
 stored with the model. With ``residual=True`` (default) it predicts the noise and the output is
-``X̂ = Y − f(Y)`` (residual learning, Zhang et al. [1]_); otherwise ``X̂ = f(Y)``. Training minimises
+``X̂ = Y − s · f(Y)`` (residual learning, Zhang et al. [1]_); otherwise ``X̂ = f(Y)``. The residual scale
+``s`` is by default the RMS noise amplitude ``sqrt(mean((Y − X)²))`` of the training pairs in window units,
+so ``f`` predicts noise of unit size: on CT, where photon noise is ~1 % of a 4095-HU window, an unscaled
+``f`` is badly conditioned and learns little (measured on LIDC, benchmarks/results/enhance.md). Training
+minimises
 
     L = ‖X − X̂‖² / n                      (``loss="mse"``)
     L = ‖X − X̂‖² / n + w · (1 − SSIM(X, X̂))  (``loss="mse+ssim"``, MONAI's ``SSIMLoss``, weight ``w``)
@@ -47,11 +51,12 @@ LOSSES = ("mse", "mse+ssim")
 
 
 class DenoisingNet(nn.Module):
-    """MONAI AutoEncoder with an optional global residual: ``X̂ = Y − f(Y)``."""
+    """MONAI AutoEncoder with an optional global residual: ``X̂ = Y − s · f(Y)``."""
 
     def __init__(self, spatial_dims: int, in_channels: int, channels: tuple[int, ...], strides: tuple[int, ...],
-                 num_res_units: int, residual: bool):
+                 num_res_units: int, residual: bool, residual_scale: float = 1.0):
         super().__init__()
+        self.residual_scale = float(residual_scale)
         self.net = AutoEncoder(spatial_dims, in_channels, in_channels, channels=channels, strides=strides,
                                num_res_units=num_res_units, norm="BATCH")
         self.residual = residual
@@ -63,7 +68,7 @@ class DenoisingNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.net(x)
-        return x - out if self.residual else out
+        return x - self.residual_scale * out if self.residual else out
 
     def latent(self, x: Tensor) -> Tensor:
         """The bottleneck feature maps ``intermediate(encode(x))``."""
@@ -129,7 +134,9 @@ class Denoiser:
         Noise model name (:func:`medlens.enhance.noise.make_noise`); ``noise_params`` its parameters.
     channels, strides, num_res_units : architecture of MONAI's ``AutoEncoder``.
     residual : bool
-        Predict the noise and subtract it (``X̂ = Y − f(Y)``).
+        Predict the noise and subtract it (``X̂ = Y − s · f(Y)``).
+    residual_scale : float or "auto"
+        ``s``; ``"auto"`` (default) sets it at :meth:`fit` to the RMS of ``Y − X`` over training pairs.
     loss : {"mse", "mse+ssim"}
         Training loss; ``ssim_weight`` is ``w`` of the module docstring.
     patch : int, optional
@@ -145,8 +152,9 @@ class Denoiser:
                  window: tuple[float, float] = (0.0, 255.0), noise: str = "gaussian",
                  noise_params: dict[str, Any] | None = None, channels: tuple[int, ...] = (32, 64, 64),
                  strides: tuple[int, ...] = (1, 2, 2), num_res_units: int = 0, residual: bool = True,
-                 loss: str = "mse", ssim_weight: float = 0.1, patch: int | None = None,
-                 samples_per_epoch: int | None = None, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
+                 residual_scale: float | str = "auto", loss: str = "mse", ssim_weight: float = 0.1,
+                 patch: int | None = None, samples_per_epoch: int | None = None, epochs: int = 20,
+                 batch_size: int = 32, lr: float = 1e-3,
                  weight_decay: float = 0.0, patience: int | None = 5, max_steps: int | None = None,
                  amp: str = "off", progress: bool = False, seed: int = 0):
         if spatial_dims not in (2, 3):
@@ -168,6 +176,9 @@ class Denoiser:
         self.strides = tuple(int(s) for s in strides)
         self.num_res_units = int(num_res_units)
         self.residual = bool(residual)
+        if residual_scale != "auto" and not (isinstance(residual_scale, (int, float)) and residual_scale > 0):
+            raise ConfigError(f"denoise.residual_scale: a positive number or 'auto', got {residual_scale!r}")
+        self.residual_scale = residual_scale
         self.loss_name = loss
         self.ssim_weight = float(ssim_weight)
         self.patch = patch
@@ -183,8 +194,19 @@ class Denoiser:
     # -- construction -------------------------------------------------------------------------------
     def _build(self) -> DenoisingNet:
         torch.manual_seed(self.seed)
+        initial = 1.0 if self.residual_scale == "auto" else self.residual_scale
         return DenoisingNet(self.spatial_dims, self.in_channels, self.channels, self.strides, self.num_res_units,
-                            self.residual)
+                            self.residual, initial)
+
+    def _estimate_residual_scale(self, pairs: "NoisyPairs", samples: int = 64) -> float:
+        """RMS of ``Y − X`` (window units) over ``samples`` training pairs drawn with their own seed."""
+        probe = NoisyPairs(pairs.clean, self.noise, self.window, self.patch, samples, self.seed + 2)
+        squares = [float(((noisy - clean) ** 2).mean()) for noisy, clean in (probe[i] for i in range(samples))]
+        rms = float(np.sqrt(np.mean(squares)))
+        if not rms > 0:
+            raise ConfigError("denoise.residual_scale: the noise model left the training images unchanged; "
+                              "set residual_scale explicitly or check noise_params")
+        return rms
 
     @property
     def multiple(self) -> int:
@@ -226,6 +248,9 @@ class Denoiser:
         if self.patch is not None and self.patch % self.multiple:
             raise ConfigError(f"denoise.patch: {self.patch} must be a multiple of {self.multiple}")
         train = NoisyPairs(clean, self.noise, self.window, self.patch, self.samples_per_epoch, self.seed)
+        if self.residual and self.residual_scale == "auto":
+            self.residual_scale = self._estimate_residual_scale(train)
+            self.network.residual_scale = self.residual_scale
         val_data = None
         if val is not None:
             val = self._check(val, "denoise.fit(val)")
@@ -284,7 +309,8 @@ class Denoiser:
             "window": list(self.window),
             "noise": {"name": self.noise_name, **self.noise.params()},
             "architecture": {"channels": list(self.channels), "strides": list(self.strides),
-                             "num_res_units": self.num_res_units, "residual": self.residual},
+                             "num_res_units": self.num_res_units, "residual": self.residual,
+                             "residual_scale": self.residual_scale},
             "loss": {"name": self.loss_name, "ssim_weight": self.ssim_weight},
             "patch": self.patch,
             "samples_per_epoch": self.samples_per_epoch,
@@ -325,12 +351,13 @@ class Denoiser:
         if m.get("kind") != "medlens-denoiser":
             raise UnreadableFileError(manifest_path, f"kind is {m.get('kind')!r}, not 'medlens-denoiser'")
         noise = dict(m["noise"])
+        architecture = {"residual_scale": 1.0, **m["architecture"]}  # manifests before the scale: s = 1
         train_keys = {f.name for f in fields(TrainConfig)}
         model = cls(spatial_dims=m["spatial_dims"], in_channels=m["in_channels"], modality=m["modality"],
                     window=tuple(m["window"]), noise=noise.pop("name"), noise_params=noise,
                     loss=m["loss"]["name"], ssim_weight=m["loss"]["ssim_weight"], patch=m["patch"],
                     samples_per_epoch=m["samples_per_epoch"], progress=False,
-                    **{k: tuple(v) if isinstance(v, list) else v for k, v in m["architecture"].items()},
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()},
                     **{k: v for k, v in m["train"].items() if k in train_keys})
         try:
             state = load_file(str(weights))
