@@ -3,7 +3,7 @@
 Each sub-command trains with ``medlens.segment`` (plan → train → sliding-window predict at the
 original resolution → evaluate) and appends one JSON line per result to ``--log``.
 
-    python benchmarks/bench_segment.py montgomery --size 128 --folds 5 --epochs 20
+    python benchmarks/bench_segment.py montgomery --size 128 --folds 5 --epochs 20 --keep largest --keep-count 2 --fill-holes
     python benchmarks/bench_segment.py lidc --folds 5 --epochs 20 --tta 1 --keep central --baseline
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
@@ -26,7 +26,7 @@ import torch
 from medlens.evaluate.splits import kfold_splits
 from medlens.segment.datasets import case_groups, load_folder
 from medlens.segment.evaluate import evaluate_cases, summarize
-from medlens.segment.infer import keep_component, segment_image
+from medlens.segment.infer import keep_component, postprocess, segment_image
 from medlens.segment.instances import score_instances
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import count_parameters
@@ -59,9 +59,9 @@ def threshold_baseline(case, hu: float = -500.0) -> np.ndarray:
 def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fold_ids=None) -> list[dict]:
     """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution).
 
-    With ``--keep MODE`` the same predictions are also scored after keeping one connected component
-    (``post_*`` keys); with ``--baseline`` the HU-threshold baseline is scored on the same test cases
-    (``baseline_*`` keys)."""
+    With ``--keep MODE`` (and ``--keep-count``, ``--fill-holes``) the same predictions are also scored
+    after :func:`medlens.segment.infer.postprocess` (``post_*`` keys); with ``--baseline`` the HU-threshold
+    baseline is scored on the same test cases (``baseline_*`` keys)."""
     splits = kfold_splits(strat, case_groups(cases), k=folds, seed=0)
     out = []
     for f, (tr, te) in enumerate(splits):
@@ -75,7 +75,8 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         res = evaluate_cases(preds, [cases[i] for i in te], p["dataset"]["n_classes"])
         extra = {}
         if getattr(args, "keep", None):
-            extra["post"] = {k: keep_component(v, args.keep) for k, v in preds.items()}
+            post = {"keep_component": args.keep, "keep_count": args.keep_count, "fill_holes": args.fill_holes}
+            extra["post"] = {k: postprocess(v, post) for k, v in preds.items()}
         if getattr(args, "baseline", False):
             extra["baseline"] = {cases[i].case_id: threshold_baseline(cases[i]) for i in te}
         for name, other in extra.items():
@@ -109,7 +110,9 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
 
 
 def summary_name(args, name: str) -> str:
-    return f"keep_component={args.keep}" if name == "post" else "threshold HU>-500, central component"
+    if name == "post":
+        return f"keep_component={args.keep}, keep_count={args.keep_count}, fill_holes={args.fill_holes}"
+    return "threshold HU>-500, central component"
 
 
 def montgomery(args, network=None, fold_ids=None):
@@ -227,7 +230,9 @@ def main():
     ap.add_argument("--tta", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", choices=["largest", "central"],
-                    help="also score the predictions after keeping one connected component")
+                    help="also score the predictions after keeping connected components")
+    ap.add_argument("--keep-count", type=int, default=1, help="components kept with --keep largest (2: lungs)")
+    ap.add_argument("--fill-holes", action="store_true", help="with --keep, also fill enclosed holes")
     ap.add_argument("--baseline", action="store_true",
                     help="also score the HU > -500 threshold baseline (LIDC) on the same test folds")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")

@@ -93,3 +93,22 @@ def test_montgomery_evaluation_reports_normal_and_tb_subgroups(data_root, tmp_pa
 
     card = evaluation_card(result, folder, tmp_path / "preds")
     assert "## Subgroups" in card and "tuberculosis" in card and "Research use only" in card
+
+
+def test_postprocess_restores_a_damaged_real_lung_mask(lung_masks):
+    from medlens.segment.infer import keep_component, postprocess
+
+    truth = (lung_masks[0] > 0).astype(np.int64)
+    assert ndi.label(truth, np.ones((3, 3)))[1] == 2  # two lung fields
+    damaged = truth.copy()
+    damaged[5:15, 5:15] = 1  # a false-positive blob outside the lungs
+    ys, xs = np.argwhere(truth).mean(axis=0).astype(int)
+    cols = np.nonzero(truth[ys])[0]
+    hole_x = cols[len(cols) // 4]  # inside the first lung field met along the centre row
+    damaged[ys - 4:ys + 4, hole_x - 4:hole_x + 4] = 0  # a hole, as an opacity can make
+    assert not np.array_equal(damaged, truth)
+    restored = postprocess(damaged, {"keep_component": "largest", "keep_count": 2, "fill_holes": True})
+    assert np.array_equal(restored, truth)
+    one = keep_component(damaged, "largest")  # the default count keeps a single lung
+    assert ndi.label(one, np.ones((3, 3)))[1] == 1 and one.sum() < truth.sum()
+    assert postprocess(damaged, {}) is damaged

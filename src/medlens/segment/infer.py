@@ -8,8 +8,10 @@ input's shape (linear) before the arg-max, so the mask has the input's size and 
 An image smaller than the patch along some axis is first padded to the patch size with
 :func:`medlens.segment.plan.pad_value`, exactly as training pads it, and the probabilities are cropped
 back. (MONAI's sliding window would otherwise pad with 0, which the network never saw in training.)
-``inference.keep_component`` (``null``, ``"largest"``, ``"central"``) optionally keeps one connected
-foreground component of the mask (:func:`keep_component`).
+Post-processing (:func:`postprocess`, all off by default): ``inference.keep_component`` (``null``,
+``"largest"``, ``"central"``) keeps connected foreground components of the mask (``inference.keep_count``
+of them with ``"largest"``: 2 for a pair of lungs), and ``inference.fill_holes`` fills background
+enclosed by one class with that class (:func:`fill_holes`).
 """
 
 from __future__ import annotations
@@ -53,29 +55,50 @@ def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.nd
     return unpad(prob[0].float().cpu().numpy(), shape)
 
 
-def keep_component(mask: np.ndarray, mode: str | None) -> np.ndarray:
-    """Post-processing of a label map: keep one connected foreground component (nnU-Net keeps the largest
+def keep_component(mask: np.ndarray, mode: str | None, count: int = 1) -> np.ndarray:
+    """Post-processing of a label map: keep connected foreground components (nnU-Net keeps the largest
     where that helps in cross-validation).
 
-    ``None`` leaves the map alone; ``"largest"`` keeps the largest component; ``"central"`` keeps the
-    component that comes nearest to the array centre (a lesion-centred crop such as an LIDC nodule VOI).
-    Components are connected over faces, edges and corners; every other foreground voxel becomes 0.
+    ``None`` leaves the map alone; ``"largest"`` keeps the ``count`` largest components; ``"central"``
+    keeps the component that comes nearest to the array centre (a lesion-centred crop such as an LIDC
+    nodule VOI). Components are connected over faces, edges and corners; every other foreground voxel
+    becomes 0.
     """
     if mode is None or not mask.any():
         return mask
     if mode not in ("largest", "central"):
         raise ConfigError(f"inference.keep_component: unknown {mode!r}; use null, 'largest' or 'central'")
+    if int(count) < 1:
+        raise ConfigError(f"inference.keep_count: must be at least 1, got {count}")
     labels, n = ndimage.label(mask > 0, structure=np.ones((3,) * mask.ndim, bool))
-    if n <= 1:
+    if n <= (count if mode == "largest" else 1):
         return mask
     if mode == "largest":
-        keep = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        keep = 1 + np.argsort(np.bincount(labels.ravel())[1:])[::-1][:int(count)]
     else:
         centre = (np.array(mask.shape) - 1) / 2
         idx = np.argwhere(labels > 0)
         dist = ((idx - centre) ** 2).sum(axis=1)
-        keep = int(labels[tuple(idx[int(np.argmin(dist))])])
-    return np.where(labels == keep, mask, 0).astype(mask.dtype)
+        keep = [int(labels[tuple(idx[int(np.argmin(dist))])])]
+    return np.where(np.isin(labels, keep), mask, 0).astype(mask.dtype)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Give background regions enclosed by one foreground class that class (``scipy.ndimage``'s
+    ``binary_fill_holes`` per class, in the mask's dimensionality); other classes are never overwritten."""
+    out = mask.copy()
+    for k in np.unique(mask):
+        if k == 0:
+            continue
+        filled = ndimage.binary_fill_holes(mask == k)
+        out[filled & (out == 0)] = k
+    return out
+
+
+def postprocess(mask: np.ndarray, inference: dict[str, Any]) -> np.ndarray:
+    """The plan's post-processing of an arg-max label map: :func:`keep_component`, then :func:`fill_holes`."""
+    mask = keep_component(mask, inference.get("keep_component"), int(inference.get("keep_count", 1)))
+    return fill_holes(mask) if inference.get("fill_holes") else mask
 
 
 def segment_prepared(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray, tta: bool | None = None
@@ -91,7 +114,7 @@ def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage,
     With ``return_probabilities`` also the class probabilities ``(K, *image.shape)``.
     """
     prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
-    mask = keep_component(prob.argmax(axis=0).astype(np.int64), plan["inference"].get("keep_component"))
+    mask = postprocess(prob.argmax(axis=0).astype(np.int64), plan["inference"])
     return (mask, prob) if return_probabilities else mask
 
 

@@ -10,7 +10,9 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   data, ratio > 3, the low-resolution axis takes the 10th percentile), patch size (median resampled
   shape shrunk to a voxel budget, at least 32 px in 2D / 16 in 3D, divisible by ``2 ** depth``),
   network depth (``log2(min patch / 4)``, at most 4), batch size (from the voxel budget),
-  augmentations (mirroring on every axis, intensity scale/shift).
+  augmentations (mirroring on every axis, intensity scale/shift); inference settings (window overlap,
+  flip TTA) with post-processing off (``keep_component``, ``keep_count``, ``fill_holes``: see
+  :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2, ``true``).
 
 ``plan.json`` is plain JSON; a user can edit any field before ``train``.
 """
@@ -133,7 +135,8 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
         "training": {"epochs": 40, "steps_per_epoch": 25, "lr": 2e-3, "weight_decay": 1e-5,
                      "foreground_oversample": 0.33, "seed": seed, "patience": None, "max_steps": None,
                      "amp": "auto"},
-        "inference": {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None},
+        "inference": {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None,
+                      "keep_count": 1, "fill_holes": False},
     }
 
 
