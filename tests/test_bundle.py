@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import medlens
 from medlens.bundle import load_bundle, save_bundle
 from medlens.config import load_config
 from medlens.data.dataset import ArrayDataset
@@ -97,6 +98,10 @@ def test_other_major_version_and_non_bundle_are_refused(cnn_bundle, tmp_path):
     manifest["medlens_version"] = "99.0.0"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MedlensError, match="major versions differ"):
+        load_bundle(copy)
+    manifest["medlens_version"], manifest["format_version"] = medlens.__version__, 2
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MedlensError, match="bundle format 2 is newer"):
         load_bundle(copy)
     with pytest.raises(MedlensError, match="not a medlens bundle"):
         load_bundle(tmp_path)

@@ -10,8 +10,8 @@ A bundle holds
   Gabor bank), label names, decision threshold, temperature, dataset md5, image shape, feature names,
   package versions, metrics and the sha256 of every other file.
 
-:func:`load_bundle` checks every file's sha256 and the medlens major version before rebuilding the
-model with :func:`medlens.models.registry.build` and restoring its state.
+:func:`load_bundle` checks every file's sha256, the bundle format and the medlens major version before
+rebuilding the model with :func:`medlens.models.registry.build` and restoring its state.
 """
 
 from __future__ import annotations
@@ -273,13 +273,15 @@ def _init_params(model) -> list[str]:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle written by :func:`save_bundle`, verifying file hashes and the medlens major version.
+    """Read a bundle written by :func:`save_bundle`, verifying file hashes, the bundle format and the medlens
+    major version.
 
     Raises
     ------
     MedlensError
         Missing or unreadable manifest, a file whose sha256 differs from the manifest's (tampered or
-        corrupt), an unsupported model family, or a bundle written by another medlens major version.
+        corrupt), an unsupported model family, a bundle written by another medlens major version, or a
+        bundle format (``format_version``) newer than this medlens reads.
     """
     folder = Path(path)
     manifest_path = folder / MANIFEST
@@ -288,8 +290,12 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         written_by, files, name = manifest["medlens_version"], manifest["files"], manifest["model"]["name"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        layout = int(manifest.get("format_version", 1))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise MedlensError(f"{manifest_path}: unreadable bundle manifest ({exc})") from exc
+    if layout > FORMAT_VERSION:
+        raise MedlensError(f"{manifest_path}: bundle format {layout} is newer than this medlens reads "
+                           f"(up to {FORMAT_VERSION}); upgrade medlens")
     if _major(written_by) != _major(medlens.__version__):
         raise MedlensError(f"{manifest_path}: bundle written by medlens {written_by}, incompatible with the "
                            f"installed medlens {medlens.__version__} (major versions differ)")

@@ -128,7 +128,7 @@ def _standardised(model, images: np.ndarray, network: nn.Module | None = None) -
     spatial_dims = getattr(model, "spatial_dims_", images.ndim - 2)
     if images.ndim != spatial_dims + 2:
         raise ModelError(f"explain: the model takes {spatial_dims}D images (N, C, ...), got shape {images.shape}")
-    x = torch.from_numpy((images - model.mean_) / model.std_)
+    x = model.standardise(torch.from_numpy(images))
     if network is not None:
         parameter = next(network.parameters(), None)
         if parameter is not None:

@@ -12,6 +12,7 @@ Needs the ``onnx`` extra: ``pip install "medlens[onnx]"`` (onnx, onnxscript, onn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,18 @@ TOLERANCE = 1e-4
 
 
 class ProbabilityGraph(nn.Module):
-    """``softmax(network((x − mean) / std) / T)``: a CNN model's whole prediction as one module."""
+    """``softmax(network(standardise(x)) / T)``: a CNN model's whole prediction as one module
+    (``standardise`` is :meth:`medlens.models.cnn.CNNClassifier.standardise`, ``(x − mean) / std``)."""
 
-    def __init__(self, network: nn.Module, mean: float, std: float, temperature: float | None = None):
+    def __init__(self, network: nn.Module, standardise: Callable[[torch.Tensor], torch.Tensor],
+                 temperature: float | None = None):
         super().__init__()
         self.network = network
-        self.mean, self.std = float(mean), float(std)
+        self.standardise = standardise
         self.temperature = float(temperature or 1.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.network((image - self.mean) / self.std)
+        logits = self.network(self.standardise(image))
         return torch.softmax(logits / self.temperature, dim=1)
 
 
@@ -80,7 +83,7 @@ def export_onnx(model, images: np.ndarray, path: str | Path, temperature: float 
                          "of images")
     path = Path(path)
     network = model.network_.float().cpu().to(memory_format=torch.contiguous_format).eval()
-    graph = ProbabilityGraph(network, model.mean_, model.std_, temperature).eval()
+    graph = ProbabilityGraph(network, model.standardise, temperature).eval()
     x = torch.from_numpy(np.ascontiguousarray(images[: max(2, min(len(images), 8))], dtype=np.float32))
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(graph, (x,), dynamo=True, input_names=["image"], output_names=["probabilities"],

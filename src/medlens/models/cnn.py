@@ -204,7 +204,12 @@ class CNNClassifier:
             raise ModelError(f"models.cnn: images must be (N, C, H, W) or (N, C, D, H, W), got shape {images.shape}")
         if self.trainer_ is not None and images.ndim != self.spatial_dims_ + 2:
             raise ModelError(f"models.cnn: fitted on {self.spatial_dims_}D images, got shape {images.shape}")
-        return torch.from_numpy((images - self.mean_) / self.std_)
+        return self.standardise(torch.from_numpy(images))
+
+    def standardise(self, x: Tensor) -> Tensor:
+        """``(x − mean) / std`` with the training images' mean and standard deviation, the network's input
+        scaling; plain tensor arithmetic, so it also runs inside an exported (ONNX) graph."""
+        return (x - self.mean_) / self.std_
 
     def _dataset(self, data: ArrayDataset) -> TensorDataset:
         return TensorDataset(self._tensors(data), torch.as_tensor(data.labels))
