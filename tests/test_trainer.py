@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medlens.engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint
-from medlens.errors import ConfigError, MissingPathError, UnreadableFileError
+from medlens.errors import ConfigError, MissingPathError, ModelError, UnreadableFileError
 from medlens.models.cnn import compact_cnn
 
 from conftest import need
@@ -81,6 +81,37 @@ def test_same_seed_same_weights_and_max_steps(breast):
     other.fit(train, val)
     assert not torch.equal(other.module.state_dict()["0.weight"], runs[0]["0.weight"])
 
+
+
+class _NaNOnce(nn.Module):
+    """Cross-entropy whose first ``n`` calls return NaN (as a bf16 forward/backward sometimes does)."""
+
+    def __init__(self, n: int = 1):
+        super().__init__()
+        self.left = n
+
+    def forward(self, out, y):
+        loss = nn.functional.cross_entropy(out, y)
+        if self.left:
+            self.left -= 1
+            return loss * float("nan")
+        return loss
+
+
+def test_non_finite_gradient_is_skipped_and_bf16_turned_off(breast):
+    train, val, test = breast
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, amp="bf16", progress=False)
+    trainer = Trainer(small_cnn(), _NaNOnce(), cfg, score=auc)
+    with pytest.warns(RuntimeWarning, match="non-finite gradient at optimiser step 0"):
+        history = trainer.fit(train, val)
+    assert history.skipped_steps == 1 and history.autocast_off_at_step == 0
+    assert trainer.autocast_dtype is None
+    assert history.steps == 2 * int(np.ceil(len(train) / 64)) - 1
+    assert all(torch.isfinite(v).all() for v in trainer.module.state_dict().values() if v.is_floating_point())
+    assert np.isfinite(history.train_loss).all() and auc(trainer.predict(test), test.tensors[1]) > 0.6
+    fp32 = Trainer(small_cnn(), _NaNOnce(), TrainConfig(epochs=1, batch_size=64, amp="off", progress=False))
+    with pytest.raises(ModelError, match="non-finite gradient at optimiser step 0 in float32"):
+        fp32.fit(train, val)
 
 def test_checkpoint_round_trip(breast, tmp_path):
     train, val, test = breast
