@@ -2,8 +2,9 @@
 
 For each dataset and each labelled fraction of the official training split (stratified subset, seed 0):
 
-1. a conditional DCGAN (``medlens.synth.gan``, 28 px, spectral norm, label smoothing 0.9) is trained
-   on the labelled subset only; its checkpoint folder and a sample grid (PNG) are written;
+1. a conditional GAN (``medlens.synth.gan``, 28 px; ``--gan-kind dcgan``: spectral norm, label smoothing
+   0.9; ``wgan-gp``: gradient penalty) is trained on the labelled subset only; its checkpoint folder and a
+   sample grid (PNG) are written;
 2. its quality: FID and KID of 1,000 samples (classes in the training split's proportions) against
    the full training split, in the feature space of a compact ``cnn`` trained on the full training
    split for ``--extractor-epochs`` epochs (the in-domain extractor; not Inception), next to the real-versus-real floor (test split
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
@@ -38,8 +40,9 @@ from medlens.data.builders import build_dataset
 from medlens.evaluate.metrics import classification_metrics
 from medlens.evaluate.stats import summarize
 from medlens.models.registry import build
+from medlens.report.html import write_tables_page
 from medlens.synth.augment import augment_with_generator
-from medlens.synth.gan import GAN, GANConfig, save_grid
+from medlens.synth.gan import GAN, KINDS, GANConfig, save_grid
 from medlens.synth.quality import FeatureExtractor, quality_report
 
 DATA = Path(os.environ.get("MEDLENS_DATA", "/work/shared/data"))
@@ -57,18 +60,20 @@ def labelled_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
 
 
 def train_or_reuse_gan(subset, folder: Path, args, labels: list[str], extra: dict) -> tuple[GAN, dict]:
-    """Train the DCGAN on ``subset`` and save it to ``folder``, or load it from an earlier run with the
-    same number of steps; returns the GAN and its loss summary."""
+    """Train the GAN on ``subset`` and save it to ``folder``, or load it from an earlier run with the
+    same kind, steps and width; returns the GAN and its loss summary."""
     manifest = folder / "manifest.json"
     if manifest.is_file():
         saved = json.loads(manifest.read_text())
-        if saved["config"]["steps"] == args.gan_steps and saved["config"]["width"] == args.gan_width:
+        same = (saved["config"]["kind"], saved["config"]["steps"], saved["config"]["width"])
+        if same == (args.gan_kind, args.gan_steps, args.gan_width):
             losses = saved.get("losses") or {"gan_seconds": saved["history"]["seconds"],
                                              "gan_steps": saved["history"]["steps"],
                                              "d_loss_last100": saved["history"]["d_loss_last100"],
                                              "g_loss_last100": saved["history"]["g_loss_last100"]}
             return GAN.load(folder), losses
-    config = GANConfig(kind="dcgan", image_size=28, n_classes=2, width=args.gan_width, steps=args.gan_steps, seed=0)
+    config = GANConfig(kind=args.gan_kind, image_size=28, n_classes=2, width=args.gan_width, steps=args.gan_steps,
+                       seed=0)
     gan = GAN(config, labels)
     history = gan.fit(subset.images, subset.labels)
     losses = {"gan_seconds": history.seconds, "gan_steps": len(history.g_loss),
@@ -92,12 +97,12 @@ def run(name: str, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     extractor = FeatureExtractor(width=args.width, epochs=args.extractor_epochs, seed=0).fit(train)
-    result = {"dataset": name, "n_train": len(train), "n_val": len(val), "n_test": len(test),
+    result = {"dataset": name, "gan_kind": args.gan_kind, "n_train": len(train), "n_val": len(val), "n_test": len(test),
               "extractor_seconds": time.perf_counter() - start, "fractions": {}}
     clf = {"arch": "compact", "width": args.width, "depth": 3, "batch_size": args.batch_size, "patience": None}
     for fraction in args.fractions:
         subset = train.subset(labelled_subset(train.labels, fraction, 0))
-        gan, losses = train_or_reuse_gan(subset, out / f"gan_{fraction:g}", args, data.meta["labels"],
+        gan, losses = train_or_reuse_gan(subset, out / f"{args.gan_kind}_{fraction:g}", args, data.meta["labels"],
                                          {"dataset": name, "fraction": fraction, "n_labelled": len(subset)})
         synthetic = proportional_samples(gan, 1000, train.labels, seed=100)
         quality = quality_report(extractor, train.images, test.images, synthetic, subset.images)
@@ -140,24 +145,49 @@ def _ci(s: dict) -> str:
     return f"{s['mean']:+.3f} [{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"
 
 
-def tables(results: list[dict]) -> str:
-    """Markdown: test AUC / accuracy per condition, the paired differences, and the GAN's quality."""
-    lines = ["| data | labels | n | AUC none | AUC classical | AUC gan | ΔAUC gan−none [95% CI] | "
-             "ΔAUC classical−none | ΔAUC gan−classical | Δacc gan−none |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    quality = ["| data | labels | GAN steps | GAN s | FID | FID real-vs-real | KID ×10³ | KID real-vs-real ×10³ | "
-               "NN-distance ratio (samples / held-out) | copy fraction |", "|---|---|---|---|---|---|---|---|---|---|"]
+def frames(results: list[dict]) -> dict[str, pd.DataFrame]:
+    """The two comparison tables: test AUC per condition with the paired differences, and the GAN's quality."""
+    augmentation, quality = [], []
     for r in results:
+        data = f"{r['dataset']} ({r.get('gan_kind', 'dcgan')})"
         for fraction, e in r["fractions"].items():
             s, q = e["summary"], e["quality"]
-            lines.append(f"| {r['dataset']} | {float(fraction):.0%} | {e['n_labelled']} | "
-                         + " | ".join(f"{s[f'auc_{c}']['mean']:.3f}" for c in CONDITIONS)
-                         + f" | {_ci(s['auc_gan_minus_none'])} | {_ci(s['auc_classical_minus_none'])} | "
-                           f"{_ci(s['auc_gan_minus_classical'])} | {_ci(s['accuracy_gan_minus_none'])} |")
-            quality.append(f"| {r['dataset']} | {float(fraction):.0%} | {e['gan_steps']} | {e['gan_seconds']:.0f} | "
-                           f"{q['fid']:.2f} | {q['fid_real_vs_real']:.2f} | {1e3 * q['kid']:.2f} | "
-                           f"{1e3 * q['kid_real_vs_real']:.2f} | {q['ratio']:.2f} | {q['copy_fraction']:.3f} |")
-    return "\n".join(lines) + "\n\n" + "\n".join(quality)
+            seeds = len({run["seed"] for run in e["runs"]})
+            augmentation.append({"data": data, "labels": f"{float(fraction):.0%}", "n": e["n_labelled"],
+                                 "seeds": seeds, **{f"AUC {c}": f"{s[f'auc_{c}']['mean']:.3f}" for c in CONDITIONS},
+                                 "ΔAUC gan−none [95% CI]": _ci(s["auc_gan_minus_none"]),
+                                 "ΔAUC classical−none": _ci(s["auc_classical_minus_none"]),
+                                 "ΔAUC gan−classical": _ci(s["auc_gan_minus_classical"]),
+                                 "Δacc gan−none": _ci(s["accuracy_gan_minus_none"])})
+            quality.append({"data": data, "labels": f"{float(fraction):.0%}", "GAN steps": e["gan_steps"],
+                            "GAN s": f"{e['gan_seconds']:.0f}", "FID": f"{q['fid']:.2f}",
+                            "FID real-vs-real": f"{q['fid_real_vs_real']:.2f}", "KID ×10³": f"{1e3 * q['kid']:.2f}",
+                            "KID real-vs-real ×10³": f"{1e3 * q['kid_real_vs_real']:.2f}",
+                            "NN-distance ratio (samples / held-out)": f"{q['ratio']:.2f}",
+                            "copy fraction": f"{q['copy_fraction']:.3f}"})
+    return {"Test AUC with and without augmentation (official test split)": pd.DataFrame(augmentation),
+            "GAN quality (in-domain features, not Inception)": pd.DataFrame(quality)}
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    rows = [list(frame.columns), ["---"] * frame.shape[1], *frame.astype(str).values.tolist()]
+    return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
+
+
+def collect(folders: list[Path]) -> tuple[list[dict], dict[str, Path]]:
+    """Every ``gan_augment_*.json`` under ``folders`` and the sample grid of each GAN they trained."""
+    results, grids = [], {}
+    for folder in folders:
+        for path in sorted(folder.glob("gan_augment_*.json")):
+            r = json.loads(path.read_text())
+            results.append(r)
+            kind = r.get("gan_kind", "dcgan")
+            for fraction, e in r["fractions"].items():
+                grid = folder / r["dataset"] / f"{kind}_{fraction}" / "samples.png"
+                if grid.is_file():
+                    grids[f"{r['dataset']}, {float(fraction):.0%} labels, {kind}, {e['gan_steps']} steps: "
+                          "32 samples, columns alternating the classes (odd: label 0, even: label 1)"] = grid
+    return results, grids
 
 
 def main() -> None:
@@ -173,17 +203,25 @@ def main() -> None:
     parser.add_argument("--extractor-epochs", type=int, default=4)
     parser.add_argument("--gan-steps", type=int, default=400)
     parser.add_argument("--gan-width", type=int, default=16)
+    parser.add_argument("--gan-kind", default="dcgan", choices=list(KINDS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_gan"))
-    parser.add_argument("--table-only", action="store_true", help="print the tables of the JSON files in --out")
+    parser.add_argument("--collect", type=Path, nargs="+",
+                        help="train nothing: gather the results of earlier --out folders (tables, and --html)")
+    parser.add_argument("--html", type=Path, help="also write the tables and sample grids as one HTML page")
     args = parser.parse_args()
-    if args.table_only:
-        print(tables([json.loads((args.out / f"gan_augment_{n}.json").read_text()) for n in args.datasets
-                      if (args.out / f"gan_augment_{n}.json").is_file()]))
-        return
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(tables([run(name, args) for name in args.datasets]))
+    if args.collect:
+        results, grids = collect(args.collect)
+    else:
+        torch.set_num_threads(args.threads)
+        args.out.mkdir(parents=True, exist_ok=True)
+        results = [run(name, args) for name in args.datasets]
+        grids = collect([args.out])[1]
+    tables = frames(results)
+    print("\n\n".join(markdown(frame) for frame in tables.values()))
+    if args.html:
+        write_tables_page("GAN augmentation at few labels: BreastMNIST and PneumoniaMNIST", tables, grids, args.html,
+                          notes=__doc__)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,18 @@ def test_html_report_is_self_contained_and_escaped(breast_study, tmp_path):
     assert "folds: 5" in page and f"<dd>{np.__version__}</dd>" in page  # config as YAML, versions
 
 
+
+def test_tables_page_embeds_tables_and_figures(breast_study, tmp_path):
+    results, oof = breast_study
+    drawn = _figures(results, oof, tmp_path / "fig")
+    frame = pd.DataFrame({"model <x>": ["a & b"], "AUC": [0.91234]})
+    path = html.write_tables_page("GAN <check>", {"Comparison": frame}, {"ROC": drawn["ROC"]},
+                                  tmp_path / "page" / "index.html", notes="one\n\ntwo")
+    page = path.read_text(encoding="utf-8")
+    assert "<h1>GAN &lt;check&gt;</h1><p>one</p><p>two</p><h2>Comparison</h2>" in page
+    assert "<th>model &lt;x&gt;</th>" in page and "<td>a &amp; b</td><td>0.912</td>" in page
+    assert page.count('src="data:image/png;base64,') == 1 and "<figcaption>ROC</figcaption>" in page
+
 def test_multiclass_tables_and_figures(lidc_study, tmp_path):
     results, oof = lidc_study
     per_class = tables.per_class_table(results["models"]["bayes"])

@@ -142,3 +142,27 @@ def test_cli_train_and_sample(breast, tmp_path):
     config.write_text(f"data: {path}\nout: {tmp_path / 'x'}\ngan: {{kind: vae}}\n")
     result = runner.invoke(app, ["train", str(config)])
     assert result.exit_code == 2 and "kind" in result.output
+
+
+def test_study_with_gan_augmentation_reports_the_samples(breast, tmp_path):
+    """``augment: gan`` in a study: each training fold grows by n_per_class per class, the report shows the
+    generator's samples, and the validation and test parts stay real."""
+    from medlens.config import load_config
+    from medlens.study import run_study
+
+    _, images, labels = breast
+    gan = GAN(GANConfig(width=4, steps=2, batch_size=16, seed=0), labels=["malignant", "normal"])
+    gan.fit(images[:64], labels[:64])
+    checkpoint = gan.save(tmp_path / "gan")
+    config = load_config("configs/breastmnist_official.yaml")
+    raw = config.model_dump()
+    raw["models"] = [{**m, "quick_params": {"iterations": 20}} for m in raw["models"] if m["name"] == "bp"]
+    raw["augment"] = {"checkpoint": checkpoint, "n_per_class": 7}
+    config = type(config).model_validate(raw)
+    results = run_study(config, tmp_path / "study", quick=True, quiet=True)
+    grid = Image.open(tmp_path / "study" / "synthetic_samples.png")
+    assert grid.size == (8 * 30, 2 * 30)  # 8 samples per class, one row per class, 28 px + 2 px frame
+    report = (tmp_path / "study" / "report.html").read_text()
+    assert "Synthetic training images from the GAN" in report and "7 per class" in report
+    fold = results["models"]["bp"]["folds"][0]
+    assert fold["n_synthetic"] == 14 and fold["n_train"] > 14

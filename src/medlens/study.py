@@ -299,7 +299,8 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
         oof[fold.test] = proba
         fold_of[fold.test] = fold.index
         scores = classification_metrics(y_test, proba, labels=labels, threshold=protocol.threshold)
-        row = {"fold": fold.index, "n_test": int(len(fold.test)), **{m: _plain(scores[m]) for m in FOLD_METRICS},
+        row = {"fold": fold.index, "n_train": len(train), "n_synthetic": int(train.meta.get("n_synthetic", 0)),
+               "n_test": int(len(fold.test)), **{m: _plain(scores[m]) for m in FOLD_METRICS},
                "ece": _ece(y_test, proba, n_bins)}
         proba_val = _predict(model, model_cfg, val, n_classes) if len(fold.val) else None
         y_val = data.labels[fold.val]
@@ -555,6 +556,14 @@ def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]]
         figures["Reliability diagrams after temperature scaling (fitted on each fold's validation split)"] = \
             plot_reliability(calibrated, out_dir / "reliability_calibrated.png", n_bins=n_bins,
                              title="Reliability after temperature scaling")
+    augment = results["provenance"]["config"].get("augment")
+    if augment:
+        from medlens.synth.augment import synthetic_grid
+
+        labels = ", ".join(f"row {c + 1}: {name}" for c, name in enumerate(names))
+        figures[f"Synthetic training images from the GAN {augment['checkpoint']} ({labels}); "
+                f"{augment['n_per_class']} per class were added to each training fold"] = \
+            synthetic_grid(augment["checkpoint"], out_dir / "synthetic_samples.png")
     for key, entry in oof.items():
         if entry.get("explain") and len(entry["explain"]["ids"]):
             figures[f"Grad-CAM of {key} (last fold; the test images it is surest of, per true class)"] = \

@@ -295,10 +295,30 @@ def write_report(results: dict, out_dir: str | Path, figures: Mapping[str, Path]
         + extra
         + _model_card(results)
         + _provenance(results))
-    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    path = out / "report.html"
+    path.write_text(_page(title, body), encoding="utf-8")
+    return path
+
+
+def _page(title: str, body: str) -> str:
+    """A complete HTML document with the report style sheet around ``body``."""
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
             f"<body>{body}</body></html>\n")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+
+
+def write_tables_page(title: str, tables: Mapping[str, pd.DataFrame], figures: Mapping[str, Path],
+                      path: str | Path, notes: str = "") -> Path:
+    """A self-contained HTML page of captioned tables and embedded figures, in the study report's style
+    (for benchmark results that are not a study, e.g. the GAN augmentation comparison).
+
+    ``notes`` is plain text placed under the title (blank lines start paragraphs).
+    """
+    body = (f"<h1>{escape(title)}</h1>" + _paragraphs(notes)
+            + "".join(f"<h2>{escape(caption)}</h2>" + _table(frame, index=False) for caption, frame in tables.items())
+            + _figures(figures))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_page(title, body), encoding="utf-8")
     return path

@@ -9,7 +9,7 @@ import torch
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError
-from medlens.synth.gan import GAN
+from medlens.synth.gan import GAN, save_grid
 
 
 def augment_with_generator(data: ArrayDataset, checkpoint: str | Path | GAN, n_per_class: int,
@@ -59,3 +59,10 @@ def augment_with_generator(data: ArrayDataset, checkpoint: str | Path | GAN, n_p
         ids=appended(data.ids, [f"synthetic_{i}" for i in range(n)]),
         split=appended(data.split, np.full(n, "train")),
     )
+
+
+def synthetic_grid(checkpoint: str | Path | GAN, path: str | Path, per_class: int = 8, seed: int = 0) -> Path:
+    """A PNG of ``per_class`` samples of each class of the GAN ``checkpoint``, one row per class, for a report."""
+    gan = checkpoint if isinstance(checkpoint, GAN) else GAN.load(checkpoint)
+    images = np.concatenate([gan.sample(per_class, label=c, seed=seed + c)[0] for c in range(gan.config.n_classes)])
+    return save_grid(images, path, columns=per_class)
