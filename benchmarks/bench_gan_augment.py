@@ -149,8 +149,8 @@ def frames(results: list[dict]) -> dict[str, pd.DataFrame]:
     """The two comparison tables: test AUC per condition with the paired differences, and the GAN's quality."""
     augmentation, quality = [], []
     for r in results:
-        data = f"{r['dataset']} ({r.get('gan_kind', 'dcgan')})"
         for fraction, e in r["fractions"].items():
+            data = f"{r['dataset']} ({r.get('gan_kind', 'dcgan')}, {e['gan_steps']} steps)"
             s, q = e["summary"], e["quality"]
             seeds = len({run["seed"] for run in e["runs"]})
             augmentation.append({"data": data, "labels": f"{float(fraction):.0%}", "n": e["n_labelled"],
@@ -159,8 +159,8 @@ def frames(results: list[dict]) -> dict[str, pd.DataFrame]:
                                  "ΔAUC classical−none": _ci(s["auc_classical_minus_none"]),
                                  "ΔAUC gan−classical": _ci(s["auc_gan_minus_classical"]),
                                  "Δacc gan−none": _ci(s["accuracy_gan_minus_none"])})
-            quality.append({"data": data, "labels": f"{float(fraction):.0%}", "GAN steps": e["gan_steps"],
-                            "GAN s": f"{e['gan_seconds']:.0f}", "FID": f"{q['fid']:.2f}",
+            quality.append({"data": data, "labels": f"{float(fraction):.0%}", "GAN s": f"{e['gan_seconds']:.0f}",
+                            "FID": f"{q['fid']:.2f}",
                             "FID real-vs-real": f"{q['fid_real_vs_real']:.2f}", "KID ×10³": f"{1e3 * q['kid']:.2f}",
                             "KID real-vs-real ×10³": f"{1e3 * q['kid_real_vs_real']:.2f}",
                             "NN-distance ratio (samples / held-out)": f"{q['ratio']:.2f}",

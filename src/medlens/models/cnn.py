@@ -10,14 +10,17 @@ volumes ``(N, C, D, H, W)`` 3D ones. Two architectures:
   ``2·width``, ``4·width`` and strides 1, 2, 2, global average pooling, dropout, linear classifier.
 
 Training uses :class:`~medlens.engine.trainer.Trainer`: class-weighted cross-entropy (or focal loss,
-:mod:`medlens.models.losses`; optionally class-balanced sampling), AdamW, random
-flips (and, for volumes, random 90° in-plane rotations) as augmentation, and early stopping on an
+:mod:`medlens.models.losses`; optionally class-balanced sampling), AdamW, augmentation (``"flips"``: random
+flips along every axis and, for volumes, 90° in-plane rotations; ``"shift"``: left-right mirroring and small
+translations, for radiographs and ultrasound whose up-down orientation is fixed), and early stopping on an
 inner validation split (stratified and group-aware, :func:`medlens.evaluate.splits.inner_validation_split`,
 from the training set when no ``val`` is given) scored by AUC
 for binary tasks and accuracy otherwise.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import torch
@@ -82,6 +85,29 @@ def cifar_resnet(spatial_dims: int, in_channels: int, n_classes: int, width: int
     return nn.Sequential(*layers)
 
 
+def shift_augment(x: Tensor, max_shift: int = 2) -> Tensor:
+    """Mirror each sample left-right (last axis) with probability 1/2 and translate it by a random whole
+    number of pixels in ``[−max_shift, max_shift]`` along every spatial axis, filling with edge values.
+
+    The augmentation for images with a fixed up-down orientation (chest radiographs, ultrasound), where
+    flipping every axis makes images that never occur. Uses torch's global generator, which
+    :class:`Trainer` seeds.
+    """
+    n, spatial = x.shape[0], x.shape[2:]
+    flip = (torch.rand(n, device=x.device) < 0.5).view(-1, *[1] * (x.dim() - 1))
+    x = torch.where(flip, x.flip(-1), x)
+    if max_shift <= 0:
+        return x
+    out = nn.functional.pad(x, [max_shift] * (2 * len(spatial)), mode="replicate")
+    for axis, size in enumerate(spatial, start=2):
+        offset = torch.randint(0, 2 * max_shift + 1, (n,), device=x.device).view(-1, *[1] * (x.dim() - 1))
+        steps = torch.arange(size, device=x.device).view(*[1] * axis, size, *[1] * (x.dim() - axis - 1))
+        shape = list(out.shape)
+        shape[axis] = size
+        out = torch.gather(out, axis, (offset + steps).expand(shape))
+    return out
+
+
 def flip_augment(x: Tensor) -> Tensor:
     """Flip each sample along each spatial axis with probability 1/2; for volumes ``(N, C, D, H, W)``
     also rotate each sample in the (H, W) plane by a random multiple of 90° (any multiple when H = W,
@@ -100,6 +126,9 @@ def flip_augment(x: Tensor) -> Tensor:
             if chosen.any():
                 x[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
     return x
+
+
+_AUGMENTS = ("flips", "shift")
 
 
 def validation_score(outputs: Tensor, targets: Tensor) -> float:
@@ -139,8 +168,12 @@ class CNNClassifier:
         ``"balanced"``: each epoch draws N training samples with replacement, classes equally likely
         (:class:`~medlens.engine.trainer.TrainConfig`). Combine with ``class_weight: null``, or the
         imbalance is corrected twice.
-    augment : bool
-        Random flips (and 90° rotations for volumes).
+    augment : {"flips", "shift"} or bool
+        ``"flips"`` (or ``True``): random flips along every axis (and 90° rotations for volumes);
+        ``"shift"``: left-right mirroring and translations of up to ``max_shift`` pixels
+        (:func:`shift_augment`); ``False`` or ``None``: none.
+    max_shift : int
+        Largest translation of ``"shift"``, in pixels.
     val_fraction : float
         Inner validation share taken from ``train`` when ``fit`` gets no ``val``.
     amp, channels_last : see :class:`TrainConfig`.
@@ -154,7 +187,8 @@ class CNNClassifier:
                  epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
                  patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
                  loss: str = "ce", focal_gamma: float = 2.0, focal_alpha: float | list[float] | None = None,
-                 sampler: str | None = None, augment: bool = True, val_fraction: float = 0.15, amp: str = "auto",
+                 sampler: str | None = None, augment: bool | str | None = True, max_shift: int = 2,
+                 val_fraction: float = 0.15, amp: str = "auto",
                  channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
         if arch not in _ARCHS:
             raise ConfigError(f"models.cnn.arch: unknown {arch!r}; use one of {', '.join(_ARCHS)}")
@@ -164,6 +198,10 @@ class CNNClassifier:
             raise ConfigError(f"models.cnn.loss: unknown {loss!r}; use one of {', '.join(LOSSES)}")
         if focal_gamma < 0:
             raise ConfigError(f"models.cnn.focal_gamma: must be >= 0, got {focal_gamma}")
+        if augment not in (True, False, None, *_AUGMENTS):
+            raise ConfigError(f"models.cnn.augment: unknown {augment!r}; use true, false, 'flips' or 'shift'")
+        if int(max_shift) < 0:
+            raise ConfigError(f"models.cnn.max_shift: must be >= 0, got {max_shift}")
         if not 0 < val_fraction <= 0.5:
             raise ConfigError(f"models.cnn.val_fraction: must lie in (0, 0.5], got {val_fraction}")
         self.arch = arch
@@ -183,6 +221,7 @@ class CNNClassifier:
         self.focal_alpha = focal_alpha
         self.sampler = sampler
         self.augment = augment
+        self.max_shift = int(max_shift)
         self.val_fraction = val_fraction
         self.amp = amp
         self.channels_last = channels_last
@@ -211,6 +250,14 @@ class CNNClassifier:
         scaling; plain tensor arithmetic, so it also runs inside an exported (ONNX) graph."""
         return (x - self.mean_) / self.std_
 
+    def _augmentation(self):
+        """The batch augmentation the trainer applies, or None."""
+        if self.augment in (True, "flips"):
+            return flip_augment
+        if self.augment == "shift":
+            return partial(shift_augment, max_shift=self.max_shift)
+        return None
+
     def _dataset(self, data: ArrayDataset) -> TensorDataset:
         return TensorDataset(self._tensors(data), torch.as_tensor(data.labels))
 
@@ -234,7 +281,7 @@ class CNNClassifier:
         weights = torch.as_tensor(class_weights(train.labels, self.n_classes_, self.class_weight), dtype=torch.float32)
         loss = classification_loss(self.loss, weight=weights, gamma=self.focal_gamma, alpha=self.focal_alpha)
         trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=validation_score,
-                          augment=flip_augment if self.augment else None)
+                          augment=self._augmentation())
         self.history_ = trainer.fit(self._dataset(train), self._dataset(val))
         self.trainer_ = trainer
         self.network_ = network
