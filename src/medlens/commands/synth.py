@@ -7,9 +7,9 @@ A training config is a small YAML file::
     fraction: 1.0                                       # stratified share of it (seed: gan.seed)
     out: runs/gan_breastmnist                           # checkpoint folder (--out overrides)
     gan:                                                # medlens.synth.gan.GANConfig fields
-      kind: dcgan                                       # or wgan-gp
+      kind: wgan-gp                                     # or dcgan
       image_size: 28                                    # or 64
-      steps: 2000
+      steps: 4000
       seed: 0
 """
 
