@@ -95,7 +95,8 @@ def train(config: Path = typer.Argument(..., help="YAML training config (keys li
 
     CONFIG keys: `data` (MedMNIST .npz), `split` (train), `fraction` (stratified share, 1.0), `out`
     (folder), `gan` (kind: dcgan | wgan-gp, image_size: 28 | 64, steps, batch_size, width, latent_dim,
-    lr, n_critic, gp_weight, real_label, seed).
+    lr, n_critic, gp_weight, real_label, seed). The defaults (wgan-gp, width 16, 4000 steps) are the
+    setting that augmented BreastMNIST best in benchmarks/results/sequence_synth.md.
     """
     folder = train_from_config(load_config(config), out, progress=not quiet_requested(quiet))
     console.print(f"GAN written to {folder}")
