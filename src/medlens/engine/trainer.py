@@ -2,9 +2,11 @@
 
 :class:`Trainer` fits a ``torch.nn.Module`` on a dataset of ``(input, target)`` items: seeded
 shuffling (or class-balanced sampling), optional batch augmentation, Adam/AdamW/SGD, cosine or
-plateau schedules, early stopping on a validation score with the best weights kept in memory (and optionally on disk), bfloat16
-autocast and channels-last memory format where they pay, a rich progress bar, and
-DistributedDataParallel when started by ``torchrun`` with more than one process.
+plateau schedules, early stopping on a validation score with the best weights kept in memory (and
+optionally on disk), bfloat16 autocast and channels-last memory format where they pay, a rich progress
+bar, and DistributedDataParallel when started by ``torchrun`` with more than one process. A step whose
+gradient is not finite is skipped (under autocast, training continues in float32; in float32 it is an
+error), so a diverging batch never turns the weights into NaN.
 """
 
 from __future__ import annotations
