@@ -401,8 +401,8 @@ class Trainer:
 
     def _non_finite_step(self, history: History) -> None:
         """A batch gave a NaN or infinite gradient: its step is skipped, so the weights stay finite. Under
-        bfloat16 autocast, autocast is turned off for the rest of training (bf16's 8-bit mantissa is the
-        usual cause: measured on 3D FCN-8s and PSP nets on LIDC VOIs); in float32 it is an error."""
+        bfloat16 autocast, autocast is turned off for the rest of training (seen with 3D FCN-8s and PSP
+        networks on LIDC VOIs, whose float32 training stays finite); in float32 it is an error."""
         history.skipped_steps += 1
         if self.autocast_dtype is None:
             raise ModelError(f"train: non-finite gradient at optimiser step {history.steps} in float32; lower "
