@@ -46,6 +46,10 @@ def log(args, record: dict) -> None:
 def configure(plan: dict, args, network: str | None = None) -> dict:
     plan["training"].update(epochs=args.epochs, steps_per_epoch=args.steps)
     plan["inference"]["tta_flips"] = bool(args.tta)
+    if getattr(args, "rot90", False):
+        plan["augmentations"]["rot90"] = True
+    if getattr(args, "elastic_sigma", None):
+        plan["augmentations"]["elastic"] = {"sigma": args.elastic_sigma, "grid": 3, "prob": args.elastic_prob}
     if network:
         plan["network"]["name"] = network
     return plan
@@ -86,6 +90,7 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         rec = {"fold": f, "network": p["network"]["name"], "n_train": len(tr), "n_test": len(te),
                "train_seconds": hist.seconds, "steps": hist.steps, "infer_seconds_per_case": infer_s,
                "params": count_parameters(model), "patch": p["patch_size"], "spacing": p["target_spacing"],
+               "augmentations": p["augmentations"],
                **{k: v["mean"] for k, v in res["summary"].items()},
                **{f"{name}_{k}": float(np.nanmean([r[f"{name}_{k}"] for r in res["cases"]]))
                   for name in extra for k in ("dice", "iou", "hd95")},
@@ -235,6 +240,9 @@ def main():
     ap.add_argument("--fill-holes", action="store_true", help="with --keep, also fill enclosed holes")
     ap.add_argument("--baseline", action="store_true",
                     help="also score the HU > -500 threshold baseline (LIDC) on the same test folds")
+    ap.add_argument("--rot90", action="store_true", help="augment with random quarter turns (plan rot90)")
+    ap.add_argument("--elastic-sigma", type=float, help="augment with elastic deformation of this σ (pixels)")
+    ap.add_argument("--elastic-prob", type=float, default=0.5, help="share of patches deformed")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -125,3 +125,26 @@ def test_dicom_mask_written_as_nifti_in_series_geometry(lidc_series_dir, data_ro
         i, j, k = np.round(to_series @ [*ijk, 1])[:3].astype(int)
         assert image.array[0][k, j, i] == hu[tuple(ijk)]
         assert np.asarray(written.dataobj)[i, j, k] == int(hu[tuple(ijk)] > -400)
+
+
+def test_elastic_and_rot90_augmentation_on_real_em_patches(data_root):
+    from medlens.segment.train import PatchDataset, elastic_deform
+
+    cases = load_folder(need(data_root, "isbi2012_membrane"), "binary", limit=2)
+    image, mask = cases[0].image.array[:, :128, :128].astype(np.float32), cases[0].mask[None, :128, :128]
+    rng = np.random.default_rng(0)
+    x, y = elastic_deform(image, mask, sigma=10.0, grid=3, rng=rng)
+    assert x.shape == image.shape and y.shape == mask.shape and y.dtype == mask.dtype
+    assert set(np.unique(y)) <= {0, 1}  # nearest-neighbour labels: no new classes
+    assert not np.array_equal(y, mask) and mean_dice(y[0], mask[0]) > 0.7  # moved, but the same structure
+    still_x, still_y = elastic_deform(image, mask, sigma=0.0, grid=3, rng=rng)
+    np.testing.assert_allclose(still_x, image, atol=1e-5)
+    assert np.array_equal(still_y, mask)
+    plan = make_plan(cases, need(data_root, "isbi2012_membrane"))
+    plan["patch_size"] = [64, 64]
+    plan["augmentations"].update(flip_axes=[], intensity_scale=0.0, intensity_shift=0.0, rot90=True,
+                                 elastic={"sigma": 4.0, "grid": 3, "prob": 1.0})
+    data = PatchDataset([(c.image.array.astype(np.float32), c.mask[None]) for c in cases], plan, 4, seed=0)
+    xs = [data[i] for i in range(4)]
+    assert all(a.shape == (1, 64, 64) and b.shape == (1, 64, 64) for a, b in xs)
+    assert all(set(np.unique(b.numpy())) <= {0, 1} for _, b in xs)

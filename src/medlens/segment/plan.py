@@ -10,9 +10,12 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   data, ratio > 3, the low-resolution axis takes the 10th percentile), patch size (median resampled
   shape shrunk to a voxel budget, at least 32 px in 2D / 16 in 3D, divisible by ``2 ** depth``),
   network depth (``log2(min patch / 4)``, at most 4), batch size (from the voxel budget),
-  augmentations (mirroring on every axis, intensity scale/shift); inference settings (window overlap,
-  flip TTA) with post-processing off (``keep_component``, ``keep_count``, ``fill_holes``: see
-  :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2, ``true``).
+  augmentations (mirroring on every axis, intensity scale/shift; off by default and added by a user
+  where the anatomy allows: ``rot90``, random quarter turns in the last two axes, and
+  ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
+  (window overlap, flip TTA) with post-processing off (``keep_component``, ``keep_count``,
+  ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
+  ``true``).
 
 ``plan.json`` is plain JSON; a user can edit any field before ``train``.
 """

@@ -3,7 +3,8 @@
 Patches of ``plan['patch_size']`` are drawn from the prepared (normalised, resampled) cases; with
 probability ``foreground_oversample`` a patch is centred on a random foreground voxel (nnU-Net's
 oversampling, so that small structures such as nodules are seen). Augmentation: random mirroring on
-``flip_axes`` and a random intensity scale ``1 ± s`` and shift ``± t`` (in z-score units).
+``flip_axes``, optionally random quarter turns (``rot90``) and elastic deformation (``elastic``,
+:func:`elastic_deform`), and a random intensity scale ``1 ± s`` and shift ``± t`` (in z-score units).
 The loop is :class:`medlens.engine.trainer.Trainer` (AdamW, cosine learning-rate decay, bfloat16
 autocast where it pays, best validation epoch kept).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset, TensorDataset
 
 from medlens.engine.trainer import History, Trainer, TrainConfig
@@ -65,10 +67,35 @@ class PatchDataset(Dataset):
         flips = [a + 1 for a in self.aug.get("flip_axes", []) if rng.random() < self.aug.get("flip_prob", 0.5)]
         if flips:
             xp, yp = np.flip(xp, flips), np.flip(yp, flips)
+        if self.aug.get("rot90") and xp.shape[-1] == xp.shape[-2]:
+            turns = int(rng.integers(4))
+            xp, yp = np.rot90(xp, turns, axes=(-2, -1)), np.rot90(yp, turns, axes=(-2, -1))
+        elastic = self.aug.get("elastic")
+        if elastic and rng.random() < float(elastic.get("prob", 1.0)):
+            xp, yp = elastic_deform(xp, yp, float(elastic["sigma"]), int(elastic.get("grid", 3)), rng)
         xp = xp * (1 + rng.uniform(-1, 1) * self.aug.get("intensity_scale", 0.0)) \
             + rng.uniform(-1, 1) * self.aug.get("intensity_shift", 0.0)
         return torch.from_numpy(np.ascontiguousarray(xp, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(yp))
+
+
+def elastic_deform(x: np.ndarray, y: np.ndarray, sigma: float, grid: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random elastic deformation of an image ``(C, *S)`` and its label map ``(1, *S)``.
+
+    As in the U-Net paper (Ronneberger et al., MICCAI 2015, §3.1): displacement vectors drawn from
+    N(0, σ²) pixels on a coarse ``grid`` × ... grid, upsampled to per-pixel displacements by cubic
+    interpolation; the image is resampled linearly, the labels by nearest neighbour (no new classes),
+    edges replicated.
+    """
+    shape = x.shape[1:]
+    coarse = rng.normal(0.0, sigma, size=(len(shape),) + (grid,) * len(shape))
+    zoom = [s / grid for s in shape]
+    field = np.stack([ndimage.zoom(c, zoom, order=3)[tuple(slice(0, s) for s in shape)] for c in coarse])
+    coords = np.indices(shape, dtype=np.float32) + field.astype(np.float32)
+    x_out = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in x])
+    y_out = np.stack([ndimage.map_coordinates(c, coords, order=0, mode="nearest") for c in y])
+    return x_out.astype(x.dtype, copy=False), y_out.astype(y.dtype, copy=False)
 
 
 def build_model(plan: dict[str, Any]) -> torch.nn.Module:
