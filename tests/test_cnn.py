@@ -81,7 +81,6 @@ def test_networks_shapes_and_augmentation():
     assert not torch.equal(moved, volume)
 
 
-
 def test_shift_augment_mirrors_left_right_and_translates_real_xrays(data_root):
     _, _, test = load(need(data_root, "medmnist/pneumoniamnist.npz"))
     x = torch.from_numpy(test.images[:64])

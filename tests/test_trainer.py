@@ -82,7 +82,6 @@ def test_same_seed_same_weights_and_max_steps(breast):
     assert not torch.equal(other.module.state_dict()["0.weight"], runs[0]["0.weight"])
 
 
-
 class _NaNOnce(nn.Module):
     """Cross-entropy whose first ``n`` calls return NaN (as a bf16 forward/backward sometimes does)."""
 
@@ -112,6 +111,7 @@ def test_non_finite_gradient_is_skipped_and_bf16_turned_off(breast):
     fp32 = Trainer(small_cnn(), _NaNOnce(), TrainConfig(epochs=1, batch_size=64, amp="off", progress=False))
     with pytest.raises(ModelError, match="non-finite gradient at optimiser step 0 in float32"):
         fp32.fit(train, val)
+
 
 def test_checkpoint_round_trip(breast, tmp_path):
     train, val, test = breast

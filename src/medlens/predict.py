@@ -176,8 +176,9 @@ def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None) -> list[d
     """The output rows of one input file: one per image, or one error row."""
     names = bundle.labels or [str(c) for c in range(bundle.model.n_classes_)]
     if item.error is not None:
-        return [{"path": str(item.path), "index": None, **{key: None for key in ID_COLUMNS}, "roi": None, **{f"p_{n}": None for n in names},
-                 "label": None, "threshold": bundle.threshold, "error": item.error}]
+        return [{"path": str(item.path), "index": None, **{key: None for key in ID_COLUMNS}, "roi": None,
+                 **{f"p_{n}": None for n in names}, "label": None, "threshold": bundle.threshold,
+                 "error": item.error}]
     chosen = decide(proba, bundle.threshold)
     return [{"path": str(item.path), "index": i, **{key: item.ids.get(key) for key in ID_COLUMNS},
              "roi": item.rois[i] if item.rois else None,
@@ -220,13 +221,14 @@ def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, select
     and the prepared inputs (for explanations). ``advance()`` is called per file; ``selection`` finds
     the lesions in volumes for 3D lesion bundles.
     """
-    rows, prepared, batch = [], [], []
+    rows, prepared, batch, pending = [], [], [], 0
     for item in iter_prepared(bundle, inputs, selection):
         batch.append(item)
         prepared.append(item)
-        if sum(len(b.images) for b in batch if b.error is None) >= batch_size:
+        pending += len(item.images) if item.error is None else 0
+        if pending >= batch_size:
             rows.extend(r for file_rows in _predict_batch(bundle, batch) for r in file_rows)
-            batch = []
+            batch, pending = [], 0
         if advance is not None:
             advance()
     if batch:

@@ -282,14 +282,17 @@ def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: Stu
     op_rows: list[dict] = []
     temperatures: list[float] = []
     fold_rows, seconds, description, n_parameters = [], 0.0, model_cfg.description, None
+    generator = None
+    if config.augment is not None:  # loaded once, sampled per fold
+        from medlens.synth.augment import augment_with_generator
+        from medlens.synth.gan import GAN
+
+        generator = GAN.load(config.augment.checkpoint)
     for fold in folds:
         model = build(model_cfg.name, **_model_params(model_cfg, quick, fold.seed))
         train = data.subset(fold.train)
-        if config.augment is not None:
-            from medlens.synth.augment import augment_with_generator
-
-            train = augment_with_generator(train, config.augment.checkpoint, config.augment.n_per_class,
-                                           seed=fold.seed)
+        if generator is not None:
+            train = augment_with_generator(train, generator, config.augment.n_per_class, seed=fold.seed)
         val = data.subset(fold.val)
         start = time.perf_counter()
         model.fit(train, val)

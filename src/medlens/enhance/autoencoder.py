@@ -198,9 +198,9 @@ class Denoiser:
         return DenoisingNet(self.spatial_dims, self.in_channels, self.channels, self.strides, self.num_res_units,
                             self.residual, initial)
 
-    def _estimate_residual_scale(self, pairs: "NoisyPairs", samples: int = 64) -> float:
+    def _estimate_residual_scale(self, clean: np.ndarray, samples: int = 64) -> float:
         """RMS of ``Y − X`` (window units) over ``samples`` training pairs drawn with their own seed."""
-        probe = NoisyPairs(pairs.clean, self.noise, self.window, self.patch, samples, self.seed + 2)
+        probe = NoisyPairs(clean, self.noise, self.window, self.patch, samples, self.seed + 2)
         squares = [float(((noisy - clean) ** 2).mean()) for noisy, clean in (probe[i] for i in range(samples))]
         rms = float(np.sqrt(np.mean(squares)))
         if not rms > 0:
@@ -249,7 +249,7 @@ class Denoiser:
             raise ConfigError(f"denoise.patch: {self.patch} must be a multiple of {self.multiple}")
         train = NoisyPairs(clean, self.noise, self.window, self.patch, self.samples_per_epoch, self.seed)
         if self.residual and self.residual_scale == "auto":
-            self.residual_scale = self._estimate_residual_scale(train)
+            self.residual_scale = self._estimate_residual_scale(clean)
             self.network.residual_scale = self.residual_scale
         val_data = None
         if val is not None:

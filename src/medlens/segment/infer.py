@@ -87,9 +87,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Give background regions enclosed by one foreground class that class (``scipy.ndimage``'s
     ``binary_fill_holes`` per class, in the mask's dimensionality); other classes are never overwritten."""
     out = mask.copy()
-    for k in np.unique(mask):
-        if k == 0:
-            continue
+    for k in np.unique(mask[mask != 0]):
         filled = ndimage.binary_fill_holes(mask == k)
         out[filled & (out == 0)] = k
     return out

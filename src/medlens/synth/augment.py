@@ -35,9 +35,7 @@ def augment_with_generator(data: ArrayDataset, checkpoint: str | Path | GAN, n_p
                           f"of shape {data.images.shape[1:]}")
     if data.n_classes != cfg.n_classes:
         raise ConfigError(f"augment: the GAN has {cfg.n_classes} classes, the dataset {data.n_classes}")
-    parts = [gan.sample(n_per_class, label=c, seed=seed + c) for c in range(cfg.n_classes)]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
+    images, labels = _per_class(gan, n_per_class, seed)
     size = data.images.shape[-2:]
     if images.shape[-2:] != size:
         images = torch.nn.functional.interpolate(torch.from_numpy(images), size=size, mode="bilinear",
@@ -64,5 +62,10 @@ def augment_with_generator(data: ArrayDataset, checkpoint: str | Path | GAN, n_p
 def synthetic_grid(checkpoint: str | Path | GAN, path: str | Path, per_class: int = 8, seed: int = 0) -> Path:
     """A PNG of ``per_class`` samples of each class of the GAN ``checkpoint``, one row per class, for a report."""
     gan = checkpoint if isinstance(checkpoint, GAN) else GAN.load(checkpoint)
-    images = np.concatenate([gan.sample(per_class, label=c, seed=seed + c)[0] for c in range(gan.config.n_classes)])
-    return save_grid(images, path, columns=per_class)
+    return save_grid(_per_class(gan, per_class, seed)[0], path, columns=per_class)
+
+
+def _per_class(gan: GAN, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples of class 0, then ``n`` of class 1, ...: images and labels (class ``c`` seeded ``seed + c``)."""
+    parts = [gan.sample(n, label=c, seed=seed + c) for c in range(gan.config.n_classes)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
