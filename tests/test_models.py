@@ -172,3 +172,22 @@ def test_registry_builds_and_rejects():
         build("twostage", bp={"hiden": (3,)})
     with pytest.raises(ModelError, match="before fit"):
         build("logistic").predict_proba(ArrayDataset(images=np.zeros((2, 1, 2, 2)), labels=[0, 1]))
+
+
+def test_ensemble_is_the_mean_of_its_seeded_members(breast):
+    train, val, test = breast
+    params = {"inputs": "pixels", "hidden": (32,), "iterations": 300}
+    ens = build("ensemble", model="bp", members=3, params=params, seed=1).fit(train, val)
+    assert ens.seeds == [3, 4, 5]  # seeds M·seed + m: consecutive ensembles share no member
+    singles = [build("bp", **params, seed=s).fit(train, val).predict_proba(test) for s in (3, 4, 5)]
+    np.testing.assert_allclose(ens.predict_proba(test), np.mean(singles, axis=0), atol=1e-12)
+    assert not np.array_equal(singles[0], singles[1])  # the members differ by seed
+    assert test_auc(ens, test) > 0.75
+    assert ens.n_parameters == 3 * (196 * 32 + 32 + 32 + 1) and "3 bp models" in ens.description
+    for bad, match in (({"model": "bp", "members": 1}, "at least 2"),
+                       ({"model": "ensemble"}, "ensemble of ensembles"),
+                       ({"model": "bp", "params": {"seed": 3}}, "seed to the ensemble"),
+                       ({"model": "bp", "params": {"activation": "swish"}}, "models.bp.activation"),
+                       ({"model": "forest"}, "unknown model 'forest'")):
+        with pytest.raises(ConfigError, match=match):
+            build("ensemble", **bad)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import need
+from medlens.errors import ConfigError
 from medlens.segment.datasets import mask_to_target
 from medlens.segment.instances import (aggregated_jaccard, instances_from_foreground, match_instances,
                                        measure_instances)
@@ -31,7 +32,7 @@ def test_watershed_from_gt_interior_recovers_counts(dsb_labels):
     true_n, pred_n, aps = 0, 0, []
     for path, inst in dsb_labels:
         target, _ = mask_to_target(inst, "instance", 3, path)
-        lab = instances_from_foreground(target > 0, interior=target == 1, min_size=1)
+        lab = instances_from_foreground(target > 0, interior=target == 1, markers="components", min_size=1)
         m = match_instances(inst, lab, 0.5)
         true_n, pred_n = true_n + m["n_true"], pred_n + m["n_pred"]
         aps.append(m["ap"])
@@ -46,6 +47,59 @@ def test_components_merge_touching_nuclei(dsb_labels):
         total_true += len(np.unique(inst)) - 1
         total_cc += int(instances_from_foreground(inst > 0, method="components", min_size=1).max())
     assert total_cc < total_true
+
+
+def test_hmaxima_markers_split_touching_nuclei_of_the_bare_foreground(dsb_labels):
+    # no interior map at all: the h-maxima of the smoothed distance map recover touching nuclei that
+    # connected components merge and that distance-map peaks over-split
+    aps = {"components": [], "peaks": [], "hmaxima": [], "relative": []}
+    for _, inst in dsb_labels:
+        fg = inst > 0
+        labs = {"components": instances_from_foreground(fg, method="components", min_size=1),
+                "peaks": instances_from_foreground(fg, markers="components", min_size=1),
+                "hmaxima": instances_from_foreground(fg, markers="hmaxima", h=2.0, smooth=1.0, min_size=1),
+                "relative": instances_from_foreground(fg, markers="hmaxima_relative", h=0.1, min_size=1)}
+        for name, lab in labs.items():
+            aps[name].append(match_instances(inst, lab, 0.5)["ap"])
+    mean = {k: float(np.mean(v)) for k, v in aps.items()}
+    assert min(mean["hmaxima"], mean["relative"]) > max(mean["components"], mean["peaks"]) + 0.05, mean
+
+
+def test_nucleus_without_interior_marker_is_kept(dsb_labels):
+    path, inst = dsb_labels[0]
+    target, _ = mask_to_target(inst, "instance", 3, path)
+    lost = inst == np.unique(inst)[1]
+    target[lost & (target == 1)] = 2  # the network saw only boundary in this nucleus
+    for markers in ("components", "hmaxima", "hmaxima_relative"):
+        lab = instances_from_foreground(target > 0, interior=target == 1, markers=markers, min_size=1)
+        assert (lab[lost] > 0).all()
+        assert match_instances(inst, lab, 0.5)["n_pred"] >= len(np.unique(inst)) - 1 - 1
+
+
+def test_unknown_markers_is_a_config_error(dsb_labels):
+    with pytest.raises(ConfigError, match="markers"):
+        instances_from_foreground(dsb_labels[0][1] > 0, markers="peaks")
+
+
+def test_write_instances_label_image_and_table(data_root, tmp_path):
+    from medlens.segment.infer import write_instances
+    from medlens.segment.io import read_image
+
+    root = need(data_root, "nuclei_dsb2018_stage1_subset")
+    path = sorted((root / "labels").glob("*.png"))[0]
+    inst = np.asarray(Image.open(path)).astype(np.int64)
+    target, _ = mask_to_target(inst, "instance", 3, path)  # a perfect 3-class prediction
+    image = read_image(root / "images" / path.name)
+    png, csv = write_instances(target, image, tmp_path, "case")
+    with Image.open(png) as im:
+        labels = np.asarray(im)
+    assert labels.shape == inst.shape and labels.dtype == np.uint16
+    assert match_instances(inst, labels, 0.5)["ap"] > 0.85  # h-maxima split a few elongated nuclei
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert len(table) == labels.max() and table["area"].sum() == (labels > 0).sum()
+    assert list(table.columns) == ["label", "area", "centroid-0", "centroid-1", "mean_intensity"]
 
 
 def test_measurements(dsb_labels):
@@ -90,10 +144,33 @@ def test_evaluate_command_scores_instances(data_root, tmp_path):
         target, _ = mask_to_target(inst, "instance", 3, p)  # a perfect 3-class prediction
         write_mask(target, read_image(root / "images" / p.name), pred_dir / p.name, n_classes=3)
     r = CliRunner().invoke(app, ["evaluate", str(pred_dir), str(data), "--out", str(tmp_path / "rep"),
-                                 "--mask-mode", "instance", "--no-overlays", "-q"])
+                                 "--mask-mode", "instance", "--markers", "components", "--no-overlays", "-q"])
     assert r.exit_code == 0, r.output
     import json
 
     summary = json.loads((tmp_path / "rep" / "metrics.json").read_text())["summary"]
     assert summary["dice"]["mean"] == 1.0
     assert summary["ap"]["mean"] > 0.98 and summary["count_error"] < 0.02
+
+
+def test_predict_files_writes_instances_for_an_instance_plan(data_root, tmp_path):
+    import torch
+
+    from medlens.segment.datasets import load_folder
+    from medlens.segment.infer import predict_files
+    from medlens.segment.plan import make_plan
+    from medlens.segment.train import build_model
+
+    root = need(data_root, "nuclei_dsb2018_stage1_subset")
+    cases = load_folder(root, "instance", n_classes=3, limit=2)
+    plan = make_plan(cases, root, "instance", 3)
+    assert plan["inference"]["instances"]["markers"] == "hmaxima_relative"
+    plan["network"].update(channels=4)
+    plan["inference"]["tta_flips"] = False
+    torch.manual_seed(0)
+    model = build_model(plan).eval()  # untrained: files and geometry only
+    src = sorted((root / "images").glob("*.png"))[0]
+    written = predict_files(model, plan, [src], tmp_path)
+    assert [p.name for p in written] == [src.name, f"{src.stem}_instances.png", f"{src.stem}_instances.csv"]
+    with Image.open(src) as im, Image.open(written[1]) as lab:
+        assert lab.size == im.size and np.asarray(lab).dtype == np.uint16

@@ -22,7 +22,7 @@ import typer
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import DatasetError
 from medlens.segment.datasets import MASK_MODES, load_folder
-from medlens.segment.instances import score_instances
+from medlens.segment.instances import INSTANCE_DEFAULTS, score_instances
 
 # The network names, kept here so that `medlens --help` need not import torch and MONAI;
 # test_segment_cli checks them against medlens.segment.networks.NETWORKS.
@@ -95,14 +95,19 @@ def predict(
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over mirrored inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Segment images of any size (sliding window) and write masks in each input's geometry."""
+    """Segment images of any size (sliding window) and write masks in each input's geometry.
+
+    A model trained in instance mode (cells, nuclei) also writes NAME_instances.png (or .nii.gz), an
+    instance label image (0 background, 1..N), and NAME_instances.csv with each instance's area,
+    centroid and mean intensity; the plan's inference.instances says how instances are cut.
+    """
     from medlens.segment.infer import predict_files
     from medlens.segment.train import load_bundle
 
     model, p = load_bundle(model_dir)
     written = predict_files(model, p, inputs, out, tta)
     if not quiet_requested(quiet):
-        console.print(f"wrote {len(written)} masks to {out}", highlight=False)
+        console.print(f"wrote {len(written)} files to {out}", highlight=False)
 
 
 @app.command()
@@ -114,6 +119,11 @@ def evaluate(
     mask_mode: str = typer.Option("binary", callback=_mask_mode, help="How the true masks are stored."),
     classes: int = typer.Option(2, help="Number of classes, background included."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write contour overlay PNGs."),
+    markers: str = typer.Option(INSTANCE_DEFAULTS["markers"], help="Instance mode: watershed markers: "
+                                "'hmaxima_relative' or 'hmaxima' (h-maxima of the interiors' distance map) "
+                                "or 'components' (connected interiors)."),
+    h: Optional[float] = typer.Option(None, help="Instance mode: h of the h-maxima (pixels; for hmaxima_relative "
+                                      "a fraction of each interior's largest distance). Default 2 / 0.1."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Dice, IoU, HD95 and pixel error per case and in summary, with overlay PNGs.
@@ -134,7 +144,7 @@ def evaluate(
     unmatched = set(preds) - {c.case_id for c in cases}
     if unmatched:
         raise DatasetError(f"{predictions}: predictions without a true mask in {data}: {sorted(unmatched)[:5]}")
-    per_instance = score_instances(preds, cases) if instance else None
+    per_instance = score_instances(preds, cases, options={"markers": markers, "h": h}) if instance else None
     if instance:  # pixel metrics on the foreground (interior + boundary)
         preds = {k: (v > 0).astype(np.int64) for k, v in preds.items()}
         for c in cases:

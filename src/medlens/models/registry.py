@@ -32,7 +32,7 @@ class Model(Protocol):
 _BUILDERS: dict[str, Callable[..., Model]] = {}
 # Modules whose import registers the built-in models.
 _FAMILY_MODULES = ("medlens.models.mlp", "medlens.models.classical", "medlens.models.twostage",
-                   "medlens.models.cnn", "medlens.models.sequence")
+                   "medlens.models.cnn", "medlens.models.sequence", "medlens.models.ensemble")
 
 
 def register(name: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:

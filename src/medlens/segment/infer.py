@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from medlens.errors import ConfigError, MissingPathError
 from medlens.image import MedImage
-from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask
+from medlens.segment.instances import labels_from_prediction, measure_instances
+from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask, write_table
 from medlens.segment.plan import pad_to, pad_value, prepare_image, resize, unpad
 
 
@@ -116,10 +117,22 @@ def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage,
     return (mask, prob) if return_probabilities else mask
 
 
+def write_instances(mask: np.ndarray, image: MedImage, out_dir: Path, name: str,
+                    options: dict[str, Any] | None = None) -> list[Path]:
+    """Cut a predicted interior/boundary map into instances and write ``<name>_instances`` (a label image
+    in the image's geometry) and ``<name>_instances.csv`` (label, area, centroid, mean intensity of the
+    image's channel mean), see :mod:`medlens.segment.instances`."""
+    labels = labels_from_prediction(mask, options)
+    table = measure_instances(labels, image.array.mean(axis=0))
+    return [write_mask(labels, image, out_dir / f"{name}_instances{mask_suffix(image)}", instances=True),
+            write_table(table, out_dir / f"{name}_instances.csv")]
+
+
 def predict_files(model: torch.nn.Module, plan: dict[str, Any], inputs: list[str | Path], out_dir: str | Path,
                   tta: bool | None = None) -> list[Path]:
     """Segment each input (picture, NIfTI, DICOM folder, or a folder of pictures/NIfTI files) and write
-    ``out_dir/<name>.png`` or ``.nii.gz`` with the input's geometry. Returns the written paths."""
+    ``out_dir/<name>.png`` or ``.nii.gz`` with the input's geometry; a plan in ``instance`` mask mode
+    also writes each input's instances (:func:`write_instances`). Returns the written paths."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for item in map(Path, inputs):
@@ -135,4 +148,6 @@ def predict_files(model: torch.nn.Module, plan: dict[str, Any], inputs: list[str
         mask = segment_image(model, plan, image, tta)
         target = out_dir / (case_name(path) + mask_suffix(image))
         written.append(write_mask(mask, image, target, plan["dataset"]["n_classes"]))
+        if plan["dataset"].get("mask_mode") == "instance":
+            written += write_instances(mask, image, out_dir, case_name(path), plan["inference"].get("instances"))
     return written

@@ -113,17 +113,26 @@ def _atomic(target: Path, write) -> Path:
     return target
 
 
+def write_table(columns: dict[str, np.ndarray], target: str | Path) -> Path:
+    """Write equal-length columns as a CSV file (temporary name, then rename)."""
+    import pandas as pd
+
+    return _atomic(Path(target), lambda p: pd.DataFrame(columns).to_csv(p, index=False))
+
+
 def mask_suffix(reference: MedImage) -> str:
     """The file suffix a mask for ``reference`` is written with (``.png``, ``.nii.gz``)."""
     return ".png" if reference.meta.get("format") == "picture" else ".nii.gz"
 
 
-def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_classes: int = 2) -> Path:
+def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_classes: int = 2,
+               instances: bool = False) -> Path:
     """Write an integer label map with the geometry of ``reference``.
 
     Pictures → 8-bit PNG of the same size (a binary mask, ``n_classes == 2``, as 0/255 so that it is
     visible; otherwise the raw class indices). NIfTI → same affine and header, int16. DICOM → NIfTI
     whose affine is the series' (LPS → RAS). ``target`` must not be the reference file itself.
+    With ``instances`` the map is an instance label image (0 background, 1..N): 16-bit PNG, int32 NIfTI.
     """
     target = Path(target)
     src = reference.meta.get("source")
@@ -132,14 +141,17 @@ def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_clas
     if mask.shape != reference.shape:
         raise UnreadableFileError(target, f"mask shape {mask.shape} differs from image shape {reference.shape}")
     fmt = reference.meta.get("format")
+    if instances and fmt == "picture" and int(mask.max(initial=0)) > np.iinfo(np.uint16).max:
+        raise UnreadableFileError(target, f"{int(mask.max())} instances do not fit a 16-bit PNG")
     if fmt == "picture":
-        out = mask.astype(np.uint8) * (255 if n_classes == 2 else 1)
+        out = mask.astype(np.uint16) if instances else mask.astype(np.uint8) * (255 if n_classes == 2 else 1)
         return _atomic(target, lambda p: Image.fromarray(out).save(p, format="PNG"))
-    data = np.transpose(mask.astype(np.int16), tuple(range(mask.ndim))[::-1])
+    dtype = np.int32 if instances else np.int16
+    data = np.transpose(mask.astype(dtype), tuple(range(mask.ndim))[::-1])
     if fmt == "nifti":
         ref = reference.meta["nifti"]
         header = ref.header.copy()
-        header.set_data_dtype(np.int16)
+        header.set_data_dtype(dtype)
         header["scl_slope"], header["scl_inter"] = 1.0, 0.0
         img = nib.Nifti1Image(data, ref.affine, header)
         img.set_qform(ref.affine, int(ref.header["qform_code"]))

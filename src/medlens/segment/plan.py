@@ -15,7 +15,8 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
   (window overlap, flip TTA) with post-processing off (``keep_component``, ``keep_count``,
   ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
-  ``true``).
+  ``true``); in ``instance`` mask mode also ``inference.instances``, how instances are cut from the
+  predicted interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`).
 
 ``plan.json`` is plain JSON; a user can edit any field before ``train``.
 """
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from medlens.errors import ConfigError, DatasetError, UnreadableFileError
 from medlens.segment.datasets import SegCase, find_layout
 from medlens.segment.io import is_image_file
+from medlens.segment.instances import INSTANCE_DEFAULTS
 
 PLAN_VERSION = 1
 VOXEL_BUDGET = {2: 256 * 256, 3: 64 * 64 * 24}
@@ -122,6 +124,10 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
                 "std": max(it["std"], 1e-6)}
     else:
         norm = {"scheme": "zscore_per_image"}
+    inference = {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None, "keep_count": 1,
+                 "fill_holes": False}
+    if mask_mode == "instance":
+        inference["instances"] = dict(INSTANCE_DEFAULTS)
     return {
         "version": PLAN_VERSION,
         "dataset": {"path": str(Path(data).resolve()), "dataset_id": dataset_id(data), "mask_mode": mask_mode,
@@ -138,8 +144,7 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
         "training": {"epochs": 40, "steps_per_epoch": 25, "lr": 2e-3, "weight_decay": 1e-5,
                      "foreground_oversample": 0.33, "seed": seed, "patience": None, "max_steps": None,
                      "amp": "auto"},
-        "inference": {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None,
-                      "keep_count": 1, "fill_holes": False},
+        "inference": inference,
     }
 
 
