@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from medlens.config import default_config_path, load_config
 from medlens.data.dataset import ArrayDataset
-from medlens.errors import MedlensError
+from medlens.errors import ConfigError, MedlensError
 from medlens.evaluate.calibration import expected_calibration_error
 from medlens.evaluate.metrics import classification_metrics
 from medlens.study import evaluate_model, load_dataset, make_folds, run_study
@@ -172,3 +172,13 @@ def test_pooled_operating_point_rates_use_each_folds_threshold(quick_run):
     point = entry["operating_points"]["youden"]
     assert point["pooled_sensitivity"] == pytest.approx(called[truth].mean())
     assert point["pooled_specificity"] == pytest.approx((~called[~truth]).mean())
+
+
+def test_bad_model_parameter_fails_before_any_training(config, tmp_path):
+    bad = config.model_copy(deep=True)
+    last = bad.models[-1]
+    last.params = {**last.params, "no_such_parameter": 1}
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match=rf"models\[{len(bad.models) - 1}\]\.params.*{last.key}"):
+        run_study(bad, out, quick=True, quiet=True)
+    assert not out.exists()  # nothing read, trained or written

@@ -432,6 +432,18 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
+def check_model_params(config: StudyConfig, models: list, quick: bool) -> None:
+    """Build every model once, untrained, so a bad parameter fails before any data is read or model trained,
+    with the config field named."""
+    for model_cfg in models:
+        index = config.models.index(model_cfg)
+        try:
+            build(model_cfg.name, **_model_params(model_cfg, quick, config.seed))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source or '<config>'}: field `models[{index}].params` "
+                              f"({model_cfg.key}): {exc}") from exc
+
+
 def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, quick: bool = False,
               quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run ``config`` and write its results, tables, figures and report into ``out_dir``.
@@ -457,6 +469,8 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
         The ``results.json`` content.
     """
     started = time.perf_counter()
+    models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
+    check_model_params(config, models, quick)
     out_dir = prepare_output(out_dir, overwrite)
     seed_everything(config.seed)
     data = load_dataset(config)
@@ -465,7 +479,6 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     data = add_gabor_features(data, config)
     k = folds or (config.quick.folds if quick else config.protocol.folds)
     outer = make_folds(data, config, k)
-    models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
 
     results_models: dict[str, Any] = {}
     oof: dict[str, dict[str, np.ndarray]] = {}
