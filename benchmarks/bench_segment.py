@@ -173,7 +173,7 @@ MARKER_GRID = [{"markers": "components"}] \
     + [{"markers": "hmaxima_relative", "h": h, "smooth": sm} for h in (0.1, 0.2, 0.3) for sm in (0.0, 1.0)]
 
 
-def instance_scores(args, preds: dict, cases, options: dict) -> dict:
+def instance_scores(preds: dict, cases, options: dict) -> dict:
     rows = score_instances(preds, cases, options=options)
     n_true = sum(r["n_true"] for r in rows)
     return {"instances": options, "ap50_mean": float(np.mean([r["ap"] for r in rows])),
@@ -200,7 +200,7 @@ def nuclei(args):
         val, fit = train[:10], train[10:]
         model, _ = train_segmenter(plan, fit)
         preds = {c.case_id: segment_image(model, plan, c.image) for c in val}
-        scored = [instance_scores(args, preds, val, o) for o in MARKER_GRID]
+        scored = [instance_scores(preds, val, o) for o in MARKER_GRID]
         for r in scored:
             log(args, {"stage": "select (50 train / 10 validation images)",
                        **{k: v for k, v in r.items() if k != "cases"}})
@@ -212,7 +212,7 @@ def nuclei(args):
     for options in (chosen, {**chosen, "markers": "components"}):
         log(args, {"stage": "held-out test", "train_seconds": hist.seconds, "steps": hist.steps,
                    "channels": plan["network"]["channels"], "n_train": len(train), "n_test": len(test),
-                   **instance_scores(args, preds, test, options)})
+                   **instance_scores(preds, test, options)})
 
 
 def speed(args):

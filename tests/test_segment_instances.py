@@ -103,9 +103,10 @@ def test_write_instances_label_image_and_table(data_root, tmp_path):
 
 
 def test_measurements(dsb_labels):
-    _, inst = dsb_labels[0]
+    path, inst = dsb_labels[0]
     lab = instances_from_foreground(inst > 0, method="components", min_size=1)
-    intensity = np.random.default_rng(0).random(inst.shape)
+    with Image.open(path.parent.parent / "images" / path.name) as im:  # the nuclei's own image
+        intensity = np.asarray(im.convert("L"), dtype=np.float64)
     table = measure_instances(lab, intensity)
     assert len(table["label"]) == lab.max()
     assert table["area"].sum() == (inst > 0).sum()

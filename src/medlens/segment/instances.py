@@ -45,42 +45,44 @@ from medlens.errors import ConfigError, GeometryError
 
 
 MARKERS = ("hmaxima", "hmaxima_relative", "components")
-INSTANCE_DEFAULTS: dict[str, Any] = {"markers": "hmaxima_relative", "h": 0.1, "smooth": 1.0, "min_size": 8}
 DEFAULT_H = {"hmaxima": 2.0, "hmaxima_relative": 0.1, "components": 0.0}  # h when options name no h
+INSTANCE_DEFAULTS: dict[str, Any] = {"markers": "hmaxima_relative", "h": DEFAULT_H["hmaxima_relative"],
+                                     "smooth": 1.0, "min_size": 8}
 
 
 def _markers(fg: np.ndarray, interior: np.ndarray | None, markers: str, h: float, smooth: float,
              min_distance: int) -> np.ndarray:
     """Watershed markers (see the module docstring), plus one for every marker-less component of the
     interior map and then of the foreground."""
+    if markers not in MARKERS:
+        raise ConfigError(f"instances: unknown markers {markers!r}; choose one of {MARKERS}")
     seed_region = fg if interior is None else np.asarray(interior, dtype=bool) & fg
+    seed_components = cc_label(seed_region)
+    fg_components = seed_components if interior is None else cc_label(fg)
     if markers in ("hmaxima", "hmaxima_relative"):
         dist = ndi.distance_transform_edt(seed_region)
         if smooth > 0:
             dist = ndi.gaussian_filter(dist, smooth)
         if markers == "hmaxima_relative":
-            components = cc_label(seed_region)
-            peak = np.ones(components.max() + 1)  # index 0: background, left at 0 / 1
-            peak[1:] = ndi.maximum(dist, components, np.arange(1, components.max() + 1))
-            dist = dist / np.maximum(peak[components], 1e-6)
+            n = int(seed_components.max())
+            peak = np.ones(n + 1)  # index 0: background, left at 0 / 1
+            peak[1:] = ndi.maximum(dist, seed_components, np.arange(1, n + 1))
+            dist = dist / np.maximum(peak[seed_components], 1e-6)
         labels = cc_label(h_maxima(dist, h).astype(bool) & seed_region)
-    elif markers == "components":
-        if interior is not None:
-            labels = cc_label(seed_region)
-        else:
-            dist = ndi.distance_transform_edt(fg)
-            peaks = peak_local_max(dist, min_distance=min_distance, labels=cc_label(fg), exclude_border=False)
-            labels = np.zeros(fg.shape, np.int64)
-            labels[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    elif interior is not None:
+        labels = seed_components
     else:
-        raise ConfigError(f"instances: unknown markers {markers!r}; choose one of {MARKERS}")
-    return _mark_unmarked(_mark_unmarked(labels, seed_region), fg)
+        dist = ndi.distance_transform_edt(fg)
+        peaks = peak_local_max(dist, min_distance=min_distance, labels=fg_components, exclude_border=False)
+        labels = np.zeros(fg.shape, np.int64)
+        labels[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return _mark_unmarked(_mark_unmarked(labels, seed_components), fg_components)
 
 
-def _mark_unmarked(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """``labels`` plus one new marker for each connected component of ``region`` that holds none."""
-    components = cc_label(region)
-    unmarked = np.setdiff1d(np.unique(components[region]), np.unique(components[labels > 0]))
+def _mark_unmarked(labels: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``labels`` plus one new marker for each of the connected ``components`` (a label image) that
+    holds none."""
+    unmarked = np.setdiff1d(np.unique(components[components > 0]), np.unique(components[labels > 0]))
     extra = cc_label(np.isin(components, unmarked))
     return np.where(extra > 0, extra + labels.max(), labels)
 
