@@ -7,7 +7,7 @@ original resolution → evaluate) and appends one JSON line per result to ``--lo
     python benchmarks/bench_segment.py lidc --folds 5 --epochs 20 --tta 1 --keep central --baseline
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
-    python benchmarks/bench_segment.py msd --epochs 40
+    python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1
     python benchmarks/bench_segment.py nuclei --epochs 200 --channels 32 --tta 1 --select
     python benchmarks/bench_segment.py speed
 """
@@ -158,14 +158,33 @@ def compare(args):
 
 
 def msd(args):
+    """Train on the 130 val patches, score the 130 test patches; with ``--cv K`` instead score K contiguous
+    folds inside the val patches (the archive has no patient ids, so patches of one patient may sit in two
+    folds: use it to rank settings, not as a result)."""
     root = DATA / "msd_lung_tumour_patches"
-    train, test = load_folder(root / "val_patches.npz"), load_folder(root / "test_patches.npz")
-    plan = configure(make_plan(train, root / "val_patches.npz"), args)
-    model, hist = train_segmenter(plan, train)
-    preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
-    res = evaluate_cases(preds, test)
-    log(args, {"train_seconds": hist.seconds, "steps": hist.steps, "tta": bool(args.tta),
-               **{k: v for k, v in res["summary"].items()}})
+    train = load_folder(root / "val_patches.npz")
+    if args.cv:
+        size = len(train) // args.cv
+        splits = [(train[:size * f] + train[size * (f + 1):], train[size * f:size * (f + 1)]) for f in range(args.cv)]
+    else:
+        splits = [(train, load_folder(root / "test_patches.npz"))]
+    rows = []
+    for fit, test in splits:
+        plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
+        if args.dataset_zscore:
+            values = np.concatenate([c.image.array.ravel() for c in fit])
+            plan["normalization"] = {"scheme": "ct_clip_zscore", "clip": [float(values.min()), float(values.max())],
+                                     "mean": float(values.mean()), "std": float(values.std())}
+        model, hist = train_segmenter(plan, fit)
+        preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
+        res = evaluate_cases(preds, test)
+        rows += res["cases"]
+        log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": hist.seconds, "steps": hist.steps,
+                   "tta": bool(args.tta), "channels": plan["network"]["channels"],
+                   "normalization": plan["normalization"]["scheme"], "dataset_zscore": args.dataset_zscore,
+                   "augmentations": plan["augmentations"], **{k: v for k, v in res["summary"].items()}})
+    if args.cv:
+        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", **summarize(rows)})
 
 
 MARKER_GRID = [{"markers": "components"}] \
@@ -202,7 +221,7 @@ def nuclei(args):
         preds = {c.case_id: segment_image(model, plan, c.image) for c in val}
         scored = [instance_scores(preds, val, o) for o in MARKER_GRID]
         for r in scored:
-            log(args, {"stage": "select (50 train / 10 validation images)",
+            log(args, {"stage": "select (50 train / 10 validation images)", "augmentations": plan["augmentations"],
                        **{k: v for k, v in r.items() if k != "cases"}})
         plan["inference"]["instances"] = {**plan["inference"]["instances"],
                                           **max(scored, key=lambda r: r["ap50_mean"])["instances"]}
@@ -211,8 +230,8 @@ def nuclei(args):
     chosen = plan["inference"]["instances"]
     for options in (chosen, {**chosen, "markers": "components"}):
         log(args, {"stage": "held-out test", "train_seconds": hist.seconds, "steps": hist.steps,
-                   "channels": plan["network"]["channels"], "n_train": len(train), "n_test": len(test),
-                   **instance_scores(preds, test, options)})
+                   "channels": plan["network"]["channels"], "augmentations": plan["augmentations"],
+                   "n_train": len(train), "n_test": len(test), **instance_scores(preds, test, options)})
 
 
 def speed(args):
@@ -274,6 +293,10 @@ def main():
     ap.add_argument("--rot90", action="store_true", help="augment with random quarter turns (plan rot90)")
     ap.add_argument("--elastic-sigma", type=float, help="augment with elastic deformation of this σ (pixels)")
     ap.add_argument("--elastic-prob", type=float, default=0.5, help="share of patches deformed")
+    ap.add_argument("--modality", help="msd: declare the modality (CT: dataset-wide CT normalisation)")
+    ap.add_argument("--dataset-zscore", action="store_true",
+                    help="msd: z-score with the mean and std of all training pixels instead of the plan's scheme")
+    ap.add_argument("--cv", type=int, help="msd: K-fold CV inside the val patches instead of the test patches")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

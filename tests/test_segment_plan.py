@@ -53,6 +53,21 @@ def test_lidc_plan_is_ct_with_foreground_clip(data_root):
     assert set(np.unique(y)) <= {0, 1}
 
 
+def test_modality_override_for_rescaled_ct(data_root):
+    """MSD lung CT patches are stored rescaled to [0, 1]: detection cannot see CT, the override can."""
+    archive = need(data_root, "msd_lung_tumour_patches") / "val_patches.npz"
+    cases = load_folder(archive)
+    detected, declared = make_plan(cases, archive), make_plan(cases, archive, modality="ct")
+    assert detected["fingerprint"]["modality"] == "OT"
+    assert detected["normalization"]["scheme"] == "zscore_per_image"
+    assert declared["fingerprint"]["modality"] == "CT"
+    norm = declared["normalization"]
+    assert norm["scheme"] == "ct_clip_zscore"
+    tumour = np.concatenate([c.image.array[0][c.mask > 0] for c in cases])
+    assert norm["clip"][0] == pytest.approx(np.percentile(tumour, 0.5), abs=0.02)
+    assert norm["mean"] == pytest.approx(tumour.mean(), abs=0.01)
+
+
 def test_zscore_per_image():
     x = np.random.default_rng(0).normal(5, 3, size=(1, 16, 16)).astype(np.float32)
     z = normalize(x, {"scheme": "zscore_per_image"})

@@ -47,6 +47,9 @@ def plan(
     classes: int = typer.Option(2, help="Number of classes, background included (instance mode: 3)."),
     network: str = typer.Option("unet", help=f"Network: {', '.join(NETWORK_NAMES)}."),
     seed: int = typer.Option(0, help="Seed of the intensity sampling and of training."),
+    modality: Optional[str] = typer.Option(
+        None, help="Imaging modality, overriding detection (CT gets the dataset-wide CT normalisation; "
+                   "use it for CT stored without Hounsfield units, e.g. rescaled to [0, 1])."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Fingerprint DATA (shapes, spacings, foreground intensities, class frequencies) and write plan.json."""
@@ -55,7 +58,7 @@ def plan(
     if mask_mode == "instance":
         classes = 3
     cases = load_folder(data, mask_mode, classes)
-    result = make_plan(cases, data, mask_mode, classes, network, seed)
+    result = make_plan(cases, data, mask_mode, classes, network, seed, modality)
     save_plan(result, out)
     if not quiet_requested(quiet):
         show = {k: result[k] for k in ("normalization", "target_spacing", "patch_size", "batch_size", "network")}

@@ -60,8 +60,14 @@ def dataset_id(folder: str | Path) -> str:
     return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
 
 
-def fingerprint(cases: list[SegCase], n_classes: int, seed: int = 0) -> dict[str, Any]:
-    """Dataset statistics the plan is derived from (see the module docstring)."""
+def fingerprint(cases: list[SegCase], n_classes: int, seed: int = 0,
+                modality: str | None = None) -> dict[str, Any]:
+    """Dataset statistics the plan is derived from (see the module docstring).
+
+    The modality is read from the images' metadata (DICOM/NIfTI readers) or recognised as CT from
+    Hounsfield-like values (below -500 and above 0); ``modality`` overrides both, for data whose format
+    cannot tell, such as CT already rescaled to [0, 1] (nnU-Net's ``channel_names`` play this part).
+    """
     if not cases:
         raise DatasetError("fingerprint: no cases")
     rng = np.random.default_rng(seed)
@@ -81,11 +87,13 @@ def fingerprint(cases: list[SegCase], n_classes: int, seed: int = 0) -> dict[str
     values = np.concatenate(samples) if samples else np.zeros(1, np.float32)
     modalities = {c.image.meta.get("modality") for c in cases} - {None}
     is_ct = "CT" in modalities or (float(values.min()) < -500 and float(np.percentile(values, 99)) > 0)
+    if modality is None:
+        modality = "CT" if is_ct else (sorted(modalities)[0] if modalities else "OT")
     return {
         "dims": int(dims),
         "channels": int(max(c.image.array.shape[0] for c in cases)),
         "n_cases": len(cases),
-        "modality": "CT" if is_ct else (sorted(modalities)[0] if modalities else "OT"),
+        "modality": modality.upper(),
         "shape_median": np.median(shapes, axis=0).tolist(),
         "shape_min": shapes.min(axis=0).tolist(),
         "shape_max": shapes.max(axis=0).tolist(),
@@ -101,9 +109,10 @@ def fingerprint(cases: list[SegCase], n_classes: int, seed: int = 0) -> dict[str
 
 
 def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary", n_classes: int = 2,
-              network: str = "unet", seed: int = 0) -> dict[str, Any]:
-    """Derive a plan from ``cases`` loaded from ``data`` (see the module docstring for the rules)."""
-    fp = fingerprint(cases, n_classes, seed)
+              network: str = "unet", seed: int = 0, modality: str | None = None) -> dict[str, Any]:
+    """Derive a plan from ``cases`` loaded from ``data`` (see the module docstring for the rules);
+    ``modality`` overrides the detected one (:func:`fingerprint`)."""
+    fp = fingerprint(cases, n_classes, seed, modality)
     dims = fp["dims"]
     spacing = np.array(fp["spacing_median"], dtype=float)
     if dims == 3 and spacing.max() / spacing.min() > 3:
