@@ -30,7 +30,7 @@ from medlens.segment.infer import keep_component, postprocess, segment_image
 from medlens.segment.instances import score_instances
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import count_parameters
-from medlens.segment.plan import make_plan, prepare_case
+from medlens.segment.plan import add_augmentations, make_plan, prepare_case
 from medlens.segment.train import PatchDataset, build_model, train_segmenter
 
 DATA = Path(os.environ.get("MEDLENS_DATA", "/work/shared/data"))
@@ -46,10 +46,7 @@ def log(args, record: dict) -> None:
 def configure(plan: dict, args, network: str | None = None) -> dict:
     plan["training"].update(epochs=args.epochs, steps_per_epoch=args.steps)
     plan["inference"]["tta_flips"] = bool(args.tta)
-    if getattr(args, "rot90", False):
-        plan["augmentations"]["rot90"] = True
-    if getattr(args, "elastic_sigma", None):
-        plan["augmentations"]["elastic"] = {"sigma": args.elastic_sigma, "grid": 3, "prob": args.elastic_prob}
+    add_augmentations(plan, args.rot90, args.elastic_sigma, args.elastic_prob)
     if network:
         plan["network"]["name"] = network
     if getattr(args, "channels", None):

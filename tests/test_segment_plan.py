@@ -74,6 +74,16 @@ def test_zscore_per_image():
     assert z.mean() == pytest.approx(0, abs=1e-5) and z.std() == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.parametrize("elastic, field", [({"sigma": -1}, "elastic.sigma"), ({"sigma": 3, "grid": 1}, "elastic.grid"),
+                                            ({"sigma": 3, "prob": 1.5}, "elastic.prob"), (4, "elastic")])
+def test_bad_augmentation_in_plan_names_the_field(montgomery, tmp_path, elastic, field):
+    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery)
+    plan["augmentations"]["elastic"] = elastic
+    save_plan(plan, tmp_path / "plan.json")
+    with pytest.raises(ConfigError, match=f"augmentations.{field}"):
+        load_plan(tmp_path / "plan.json")
+
+
 def _mini(src, dst, n=4):
     (dst / "images").mkdir(parents=True)
     (dst / "masks").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import nibabel as nib
@@ -90,8 +91,11 @@ def test_cli_plan_train_predict_evaluate(data_root, tmp_path):
         for sub in ("images", "masks"):
             Image.open(src / sub / p.name).resize((64, 64)).save(data / sub / p.name)
     runner = CliRunner()
-    r = runner.invoke(app, ["plan", str(data), "--out", str(tmp_path / "plan.json"), "-q"])
+    r = runner.invoke(app, ["plan", str(data), "--out", str(tmp_path / "plan.json"), "--rot90", "--elastic", "2",
+                            "-q"])
     assert r.exit_code == 0, r.output
+    aug = json.loads((tmp_path / "plan.json").read_text())["augmentations"]
+    assert aug["rot90"] is True and aug["elastic"] == {"sigma": 2.0, "grid": 3, "prob": 0.5}
     r = runner.invoke(app, ["train", str(data), "--plan", str(tmp_path / "plan.json"), "--out",
                             str(tmp_path / "model"), "--epochs", "1", "-q"])
     assert r.exit_code == 0, r.output

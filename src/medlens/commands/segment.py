@@ -50,18 +50,24 @@ def plan(
     modality: Optional[str] = typer.Option(
         None, help="Imaging modality, overriding detection (CT gets the dataset-wide CT normalisation; "
                    "use it for CT stored without Hounsfield units, e.g. rescaled to [0, 1])."),
+    rot90: bool = typer.Option(False, "--rot90", help="Augment with random quarter turns (data without a "
+                                                        "canonical orientation: microscopy, patches)."),
+    elastic: Optional[float] = typer.Option(None, "--elastic", min=0.0,
+                                            help="Augment half the patches with elastic deformation of this "
+                                                 "σ in pixels (as in the U-Net paper)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Fingerprint DATA (shapes, spacings, foreground intensities, class frequencies) and write plan.json."""
-    from medlens.segment.plan import make_plan, save_plan
+    from medlens.segment.plan import add_augmentations, make_plan, save_plan
 
     if mask_mode == "instance":
         classes = 3
     cases = load_folder(data, mask_mode, classes)
-    result = make_plan(cases, data, mask_mode, classes, network, seed, modality)
+    result = add_augmentations(make_plan(cases, data, mask_mode, classes, network, seed, modality), rot90, elastic)
     save_plan(result, out)
     if not quiet_requested(quiet):
-        show = {k: result[k] for k in ("normalization", "target_spacing", "patch_size", "batch_size", "network")}
+        show = {k: result[k] for k in ("normalization", "target_spacing", "patch_size", "batch_size", "network",
+                                       "augmentations")}
         console.print(f"{len(cases)} cases → {out}\n{json.dumps(show, indent=1)}", highlight=False)
 
 

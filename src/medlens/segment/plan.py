@@ -11,7 +11,8 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   shape shrunk to a voxel budget, at least 32 px in 2D / 16 in 3D, divisible by ``2 ** depth``),
   network depth (``log2(min patch / 4)``, at most 4), batch size (from the voxel budget),
   augmentations (mirroring on every axis, intensity scale/shift; off by default and added by a user
-  where the anatomy allows: ``rot90``, random quarter turns in the last two axes, and
+  where the anatomy allows, in ``plan.json`` or with ``medlens segment plan --rot90 --elastic SIGMA``
+  (:func:`add_augmentations`): ``rot90``, random quarter turns in the last two axes, and
   ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
   (window overlap, flip TTA) with post-processing off (``keep_component``, ``keep_count``,
   ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
@@ -157,6 +158,38 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
     }
 
 
+def add_augmentations(plan: dict[str, Any], rot90: bool = False, elastic_sigma: float | None = None,
+                      elastic_prob: float = 0.5, elastic_grid: int = 3) -> dict[str, Any]:
+    """Switch on the optional augmentations of ``plan`` (in place; returned for chaining).
+
+    ``rot90``: random quarter turns in the last two axes (for data without a canonical orientation,
+    e.g. microscopy or patches). ``elastic_sigma``: elastic deformation with displacements of σ pixels
+    on an ``elastic_grid`` grid, applied to a share ``elastic_prob`` of the patches
+    (:func:`medlens.segment.train.elastic_deform`).
+    """
+    if rot90:
+        plan["augmentations"]["rot90"] = True
+    if elastic_sigma:
+        plan["augmentations"]["elastic"] = {"sigma": float(elastic_sigma), "grid": int(elastic_grid),
+                                            "prob": float(elastic_prob)}
+    check_augmentations(plan["augmentations"])
+    return plan
+
+
+def check_augmentations(aug: dict[str, Any], where: str = "augmentations") -> None:
+    """Raise :class:`ConfigError` naming the field when an optional augmentation has a bad value."""
+    elastic = aug.get("elastic")
+    if elastic:
+        if not isinstance(elastic, dict) or "sigma" not in elastic:
+            raise ConfigError(f"{where}.elastic: needs {{sigma, grid, prob}}, got {elastic!r}")
+        if not float(elastic["sigma"]) > 0:
+            raise ConfigError(f"{where}.elastic.sigma: must be > 0 pixels, got {elastic['sigma']}")
+        if int(elastic.get("grid", 3)) < 2:
+            raise ConfigError(f"{where}.elastic.grid: must be at least 2, got {elastic.get('grid')}")
+        if not 0 <= float(elastic.get("prob", 1.0)) <= 1:
+            raise ConfigError(f"{where}.elastic.prob: must lie in [0, 1], got {elastic.get('prob')}")
+
+
 def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
     """Write ``plan`` as indented JSON (temporary name, then rename)."""
     path = Path(path)
@@ -192,6 +225,7 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     if any(int(p) % 2 ** plan["network"]["depth"] for p in plan["patch_size"]):
         raise ConfigError(f"{path}: patch_size {plan['patch_size']} must be divisible by 2**depth "
                           f"= {2 ** plan['network']['depth']}")
+    check_augmentations(plan["augmentations"], f"{path}: augmentations")
     plan["_path"] = str(path)
     return plan
 
