@@ -75,7 +75,8 @@ def test_zscore_per_image():
 
 
 @pytest.mark.parametrize("elastic, field", [({"sigma": -1}, "elastic.sigma"), ({"sigma": 3, "grid": 1}, "elastic.grid"),
-                                            ({"sigma": 3, "prob": 1.5}, "elastic.prob"), (4, "elastic")])
+                                            ({"sigma": 3, "prob": 1.5}, "elastic.prob"), (4, "elastic"),
+                                            ({"sigma": "wide"}, "elastic.sigma")])
 def test_bad_augmentation_in_plan_names_the_field(montgomery, tmp_path, elastic, field):
     plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery)
     plan["augmentations"]["elastic"] = elastic

@@ -179,15 +179,21 @@ def add_augmentations(plan: dict[str, Any], rot90: bool = False, elastic_sigma: 
 def check_augmentations(aug: dict[str, Any], where: str = "augmentations") -> None:
     """Raise :class:`ConfigError` naming the field when an optional augmentation has a bad value."""
     elastic = aug.get("elastic")
-    if elastic:
-        if not isinstance(elastic, dict) or "sigma" not in elastic:
-            raise ConfigError(f"{where}.elastic: needs {{sigma, grid, prob}}, got {elastic!r}")
-        if not float(elastic["sigma"]) > 0:
-            raise ConfigError(f"{where}.elastic.sigma: must be > 0 pixels, got {elastic['sigma']}")
-        if int(elastic.get("grid", 3)) < 2:
-            raise ConfigError(f"{where}.elastic.grid: must be at least 2, got {elastic.get('grid')}")
-        if not 0 <= float(elastic.get("prob", 1.0)) <= 1:
-            raise ConfigError(f"{where}.elastic.prob: must lie in [0, 1], got {elastic.get('prob')}")
+    if not elastic:
+        return
+    if not isinstance(elastic, dict) or "sigma" not in elastic:
+        raise ConfigError(f"{where}.elastic: needs {{sigma, grid, prob}}, got {elastic!r}")
+    rules = {"sigma": (float, lambda v: v > 0, "> 0 pixels"), "grid": (int, lambda v: v >= 2, "at least 2"),
+             "prob": (float, lambda v: 0 <= v <= 1, "in [0, 1]")}
+    for key, (kind, ok, text) in rules.items():
+        if key not in elastic:
+            continue
+        try:
+            good = ok(kind(elastic[key]))
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"{where}.elastic.{key}: must be {text}, got {elastic[key]!r}")
 
 
 def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
