@@ -49,7 +49,7 @@ def configure(plan: dict, args, network: str | None = None) -> dict:
     add_augmentations(plan, args.rot90, args.elastic_sigma, args.elastic_prob)
     if network:
         plan["network"]["name"] = network
-    if getattr(args, "channels", None):
+    if args.channels:
         plan["network"]["channels"] = args.channels
     return plan
 

@@ -22,7 +22,7 @@ import typer
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import DatasetError
 from medlens.segment.datasets import MASK_MODES, load_folder
-from medlens.segment.instances import INSTANCE_DEFAULTS, score_instances
+from medlens.segment.instances import DEFAULT_H, INSTANCE_DEFAULTS, score_instances
 
 # The network names, kept here so that `medlens --help` need not import torch and MONAI;
 # test_segment_cli checks them against medlens.segment.networks.NETWORKS.
@@ -132,7 +132,8 @@ def evaluate(
                                 "'hmaxima_relative' or 'hmaxima' (h-maxima of the interiors' distance map) "
                                 "or 'components' (connected interiors)."),
     h: Optional[float] = typer.Option(None, help="Instance mode: h of the h-maxima (pixels; for hmaxima_relative "
-                                      "a fraction of each interior's largest distance). Default 2 / 0.1."),
+                                      "a fraction of each interior's largest distance). Default "
+                                      f"{DEFAULT_H['hmaxima']:g} / {DEFAULT_H['hmaxima_relative']:g}."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Dice, IoU, HD95 and pixel error per case and in summary, with overlay PNGs.

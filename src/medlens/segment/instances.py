@@ -4,12 +4,12 @@
   the foreground), restricted to the foreground, splits touching objects (scikit-image ``watershed``).
   The markers (``markers=``):
 
-  - ``"hmaxima"`` (default): the h-maxima of the distance transform of the interior map (the
+  - ``"hmaxima"``: the h-maxima of the distance transform of the interior map (the
     foreground when there is none), smoothed by a Gaussian of σ ``smooth`` pixels: regional maxima
     that rise at least ``h`` pixels above their surroundings (Soille, *Morphological Image Analysis*,
     2003, §6.3.5). Two touching nuclei whose predicted interiors still meet at a neck keep two maxima,
     one per nucleus, where the connected components of the interior would give one.
-  - ``"hmaxima_relative"``: the same with the smoothed distance map divided by its maximum within each
+  - ``"hmaxima_relative"`` (default): the same with the smoothed distance map divided by its maximum within each
     connected component of the interior map, so ``h`` is a fraction of that component's inscribed
     radius and one setting serves nuclei of 5 and of 90 pixels across (the DSB 2018 images span both).
   - ``"components"``: the connected components of the interior map (the distance-transform peaks
@@ -102,7 +102,7 @@ def instances_from_foreground(foreground: np.ndarray, interior: np.ndarray | Non
         ``watershed`` (marker-controlled, on the distance transform) or ``components`` (connected
         components of the foreground).
     markers : str
-        ``hmaxima`` or ``components`` (see the module docstring).
+        ``hmaxima_relative``, ``hmaxima`` or ``components`` (see the module docstring).
     h, smooth : float
         Height of the h-maxima (pixels; with ``hmaxima_relative`` a fraction of each interior
         component's largest distance) and σ of the Gaussian smoothing of the distance map (pixels).
