@@ -8,7 +8,7 @@ original resolution → evaluate) and appends one JSON line per result to ``--lo
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
     python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1
-    python benchmarks/bench_segment.py nuclei --epochs 200 --channels 32 --tta 1 --select
+    python benchmarks/bench_segment.py nuclei --epochs 200 --channels 32 --tta 1 --select --zoom 0.5 1 2 3
     python benchmarks/bench_segment.py speed
 """
 
@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from medlens.evaluate.splits import kfold_splits
-from medlens.segment.datasets import case_groups, load_folder
-from medlens.segment.evaluate import evaluate_cases, summarize
+from medlens.image import MedImage
+from medlens.segment.datasets import SegCase, case_groups, load_folder
+from medlens.segment.evaluate import ISBI_THRESHOLDS, evaluate_cases, fscore_pixel_error, summarize
 from medlens.segment.infer import keep_component, postprocess, segment_image
-from medlens.segment.instances import score_instances
+from medlens.segment.instances import diameter_range, score_instances
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import count_parameters
-from medlens.segment.plan import add_augmentations, make_plan, prepare_case
+from medlens.segment.plan import add_augmentations, make_plan, prepare_case, resize
 from medlens.segment.train import PatchDataset, build_model, train_segmenter
 
 DATA = Path(os.environ.get("MEDLENS_DATA", "/work/shared/data"))
@@ -73,7 +74,10 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         p = configure(json.loads(json.dumps(plan)), args, network)
         model, hist = train_segmenter(p, [cases[i] for i in tr])
         t0 = time.perf_counter()
-        preds = {cases[i].case_id: segment_image(model, p, cases[i].image) for i in te}
+        preds, foreground = {}, []
+        for i in te:
+            preds[cases[i].case_id], prob = segment_image(model, p, cases[i].image, return_probabilities=True)
+            foreground.append(prob[1])
         infer_s = (time.perf_counter() - t0) / len(te)
         res = evaluate_cases(preds, [cases[i] for i in te], p["dataset"]["n_classes"])
         extra = {}
@@ -90,13 +94,23 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
                "train_seconds": hist.seconds, "steps": hist.steps, "infer_seconds_per_case": infer_s,
                "params": count_parameters(model), "patch": p["patch_size"], "spacing": p["target_spacing"],
                "augmentations": p["augmentations"],
-               **{k: v["mean"] for k, v in res["summary"].items()},
+               **{k: v["mean"] if isinstance(v, dict) else v for k, v in res["summary"].items()},
+               **challenge_pixel_error(foreground, [cases[i].mask for i in te]),
                **{f"{name}_{k}": float(np.nanmean([r[f"{name}_{k}"] for r in res["cases"]]))
                   for name in extra for k in ("dice", "iou", "hd95")},
-               "cases": res["cases"]}
+               "cases": res["cases"], "foreground": foreground, "truths": [cases[i].mask for i in te]}
         out.append(rec)
-        log(args, {k: v for k, v in rec.items() if k != "cases"})
+        log(args, {k: v for k, v in rec.items() if k not in ("cases", "foreground", "truths")})
     return out
+
+
+def challenge_pixel_error(foreground: list, truths: list) -> dict:
+    """The ISBI 2012 pixel error (1 - pooled foreground F-score) of foreground probabilities, at 0.5 and
+    at the best threshold of the challenge's sweep (chosen on these very images, as the challenge did)."""
+    at_half = fscore_pixel_error(foreground, truths)
+    swept = fscore_pixel_error(foreground, truths, ISBI_THRESHOLDS)
+    return {"pixel_error_fscore_at_0.5": at_half["error"], "pixel_error_fscore_swept": swept["error"],
+            "pixel_error_fscore_swept_threshold": swept["threshold"]}
 
 
 def cv_summary(args, name: str, folds: list[dict]) -> None:
@@ -104,7 +118,9 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
     log(args, {"summary": name, "folds_run": [f["fold"] for f in folds], "n_cases": len(rows),
                "network": folds[0]["network"], "params": folds[0]["params"],
                "train_seconds_per_fold": float(np.mean([f["train_seconds"] for f in folds])),
-               **{k: v for k, v in summarize(rows).items()}})
+               **{k: v for k, v in summarize(rows).items()},
+               **challenge_pixel_error([m for f in folds for m in f["foreground"]],
+                                       [t for f in folds for t in f["truths"]])})
     for name in ("post", "baseline"):
         if rows and f"{name}_dice" in rows[0]:
             keys = ("dice", "iou", "hd95", "pixel_error")
@@ -165,13 +181,15 @@ def msd(args):
         splits = [(train[:size * f] + train[size * (f + 1):], train[size * f:size * (f + 1)]) for f in range(args.cv)]
     else:
         splits = [(train, load_folder(root / "test_patches.npz"))]
-    rows = []
+    rows, post_rows = [], {}
     for fit, test in splits:
         plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
         if args.dataset_zscore:
             values = np.concatenate([c.image.array.ravel() for c in fit])
             plan["normalization"] = {"scheme": "ct_clip_zscore", "clip": [float(values.min()), float(values.max())],
                                      "mean": float(values.mean()), "std": float(values.std())}
+        if args.min_component_size or args.keep:
+            plan["inference"].update(min_component_size=args.min_component_size, keep_component=args.keep)
         model, hist = train_segmenter(plan, fit)
         preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
         res = evaluate_cases(preds, test)
@@ -179,9 +197,25 @@ def msd(args):
         log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": hist.seconds, "steps": hist.steps,
                    "tta": bool(args.tta), "channels": plan["network"]["channels"],
                    "normalization": plan["normalization"]["scheme"], "dataset_zscore": args.dataset_zscore,
-                   "augmentations": plan["augmentations"], **{k: v for k, v in res["summary"].items()}})
+                   "augmentations": plan["augmentations"], "postprocessing": post_settings(plan["inference"]),
+                   **{k: v for k, v in res["summary"].items()}})
+        for i, post in enumerate(POST_GRID if args.post_grid else []):
+            post_rows.setdefault(i, []).extend(
+                evaluate_cases({k: postprocess(v, post) for k, v in preds.items()}, test)["cases"])
     if args.cv:
-        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", **summarize(rows)})
+        log(args, {"summary": f"msd cv {args.cv} folds inside val patches",
+                   "postprocessing": post_settings(plan["inference"]), **summarize(rows)})
+        for i, post_case_rows in post_rows.items():
+            log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "postprocessing": POST_GRID[i],
+                       **summarize(post_case_rows)})
+
+
+POST_GRID = [{"min_component_size": n, "keep_component": keep} for keep in (None, "central")
+             for n in (0, 5, 10, 20, 40)]
+
+
+def post_settings(inference: dict) -> dict:
+    return {k: inference.get(k) for k in ("min_component_size", "keep_component")}
 
 
 MARKER_GRID = [{"markers": "components"}] \
@@ -200,11 +234,25 @@ def instance_scores(preds: dict, cases, options: dict) -> dict:
             "cases": rows}
 
 
+def zoomed_case(case: SegCase, zoom: float) -> SegCase:
+    """``case`` resampled by ``zoom`` (image linear, instances nearest) at spacing 1: the same nuclei at
+    another size, to test the diameter-range rescaling on scales the network was not trained on."""
+    if zoom == 1:
+        return case
+    shape = tuple(int(round(s * zoom)) for s in case.image.shape)
+    image = MedImage(resize(case.image.array.astype(np.float32), shape), (1.0,) * len(shape),
+                     meta=dict(case.image.meta))
+    inst = resize(case.instances[None].astype(np.float32), shape, labels=True)[0].astype(np.int64)
+    return SegCase(image, None, case.case_id, case.group, instances=inst)
+
+
 def nuclei(args):
     """60 training / 16 held-out images (seeded permutation). With ``--select`` the instance markers
     (:data:`MARKER_GRID`) are chosen by AP on 10 of the training images, with a model trained on the
-    other 50; the final model is then trained on all 60 and scored on the held-out 16 with the chosen
-    markers (and, for comparison, with the interiors' connected components)."""
+    other 50, and (``--zoom``) the same 10 images resampled by each zoom factor are scored with and
+    without the diameter-range rescaling (range from the 50). The final model is then trained on all 60
+    and scored on the held-out 16 with the chosen markers, with and without the rescaling, and (for
+    comparison) with the interiors' connected components as markers."""
     root = DATA / "nuclei_dsb2018_stage1_subset"
     cases = load_folder(root, "instance", n_classes=3)
     rng = np.random.default_rng(0)
@@ -215,20 +263,35 @@ def nuclei(args):
     if args.select:
         val, fit = train[:10], train[10:]
         model, _ = train_segmenter(plan, fit)
+        fit_range = plan["inference"]["instances"]["diameter_range"] = diameter_range(fit)
         preds = {c.case_id: segment_image(model, plan, c.image) for c in val}
         scored = [instance_scores(preds, val, o) for o in MARKER_GRID]
         for r in scored:
             log(args, {"stage": "select (50 train / 10 validation images)", "augmentations": plan["augmentations"],
-                       **{k: v for k, v in r.items() if k != "cases"}})
+                       "diameter_range": fit_range, **{k: v for k, v in r.items() if k != "cases"}})
         plan["inference"]["instances"] = {**plan["inference"]["instances"],
                                           **max(scored, key=lambda r: r["ap50_mean"])["instances"]}
+        for zoom in args.zoom or []:
+            zoomed = [zoomed_case(c, zoom) for c in val]
+            for bounds in (fit_range, None):
+                plan["inference"]["instances"]["diameter_range"] = bounds
+                preds = {c.case_id: segment_image(model, plan, c.image) for c in zoomed}
+                r = instance_scores(preds, zoomed, plan["inference"]["instances"])
+                log(args, {"stage": f"scale (10 validation images zoomed x{zoom:g})", "diameter_range": bounds,
+                           **{k: v for k, v in r.items() if k != "cases"},
+                           "per_case_ap": {c["case"][:8]: round(c["ap"], 3) for c in r["cases"]}})
+        plan["inference"]["instances"]["diameter_range"] = diameter_range(train)
     model, hist = train_segmenter(plan, train)
-    preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
-    chosen = plan["inference"]["instances"]
-    for options in (chosen, {**chosen, "markers": "components"}):
-        log(args, {"stage": "held-out test", "train_seconds": hist.seconds, "steps": hist.steps,
-                   "channels": plan["network"]["channels"], "augmentations": plan["augmentations"],
-                   "n_train": len(train), "n_test": len(test), **instance_scores(preds, test, options)})
+    chosen = dict(plan["inference"]["instances"])
+    for bounds in (chosen["diameter_range"], None):
+        plan["inference"]["instances"]["diameter_range"] = bounds
+        preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
+        marker_options = (chosen, {**chosen, "markers": "components"}) if bounds else (chosen,)
+        for options in marker_options:
+            r = instance_scores(preds, test, {**options, "diameter_range": bounds})
+            log(args, {"stage": "held-out test", "train_seconds": hist.seconds, "steps": hist.steps,
+                       "channels": plan["network"]["channels"], "augmentations": plan["augmentations"],
+                       "n_train": len(train), "n_test": len(test), **r})
 
 
 def speed(args):
@@ -280,13 +343,15 @@ def main():
     ap.add_argument("--tta", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", choices=["largest", "central"],
-                    help="also score the predictions after keeping connected components")
+                    help="also score the predictions after keeping connected components (msd: set in the plan)")
     ap.add_argument("--keep-count", type=int, default=1, help="components kept with --keep largest (2: lungs)")
     ap.add_argument("--fill-holes", action="store_true", help="with --keep, also fill enclosed holes")
     ap.add_argument("--baseline", action="store_true",
                     help="also score the HU > -500 threshold baseline (LIDC) on the same test folds")
     ap.add_argument("--select", action="store_true",
                     help="nuclei: choose the instance markers on validation images first (see nuclei())")
+    ap.add_argument("--zoom", type=float, nargs="*",
+                    help="nuclei --select: also score the validation images resampled by these factors")
     ap.add_argument("--rot90", action="store_true", help="augment with random quarter turns (plan rot90)")
     ap.add_argument("--elastic-sigma", type=float, help="augment with elastic deformation of this σ (pixels)")
     ap.add_argument("--elastic-prob", type=float, default=0.5, help="share of patches deformed")
@@ -294,6 +359,10 @@ def main():
     ap.add_argument("--dataset-zscore", action="store_true",
                     help="msd: z-score with the mean and std of all training pixels instead of the plan's scheme")
     ap.add_argument("--cv", type=int, help="msd: K-fold CV inside the val patches instead of the test patches")
+    ap.add_argument("--post-grid", action="store_true",
+                    help="msd --cv: also score every post-processing of POST_GRID on the same predictions")
+    ap.add_argument("--min-component-size", type=int, default=0,
+                    help="msd: drop predicted components smaller than this (plan inference.min_component_size)")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

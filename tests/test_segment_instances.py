@@ -175,3 +175,73 @@ def test_predict_files_writes_instances_for_an_instance_plan(data_root, tmp_path
     assert [p.name for p in written] == [src.name, f"{src.stem}_instances.png", f"{src.stem}_instances.csv"]
     with Image.open(src) as im, Image.open(written[1]) as lab:
         assert lab.size == im.size and np.asarray(lab).dtype == np.uint16
+
+
+def test_median_diameter_follows_scale_and_spacing(dsb_labels):
+    from medlens.segment.instances import median_diameter
+
+    for path, inst in dsb_labels[:4]:
+        target, _ = mask_to_target(inst, "instance", 3, path)
+        d = median_diameter(target == 1)
+        twice = np.kron(target == 1, np.ones((2, 2), bool))  # every pixel becomes 2 × 2
+        assert median_diameter(twice) == pytest.approx(2 * d, rel=1e-6)
+        assert median_diameter(twice, spacing=(0.5, 0.5)) == pytest.approx(d, rel=1e-6)
+    assert np.isnan(median_diameter(np.zeros((8, 8), bool)))
+
+
+def test_rescale_factor_moves_the_diameter_to_the_nearer_bound(dsb_labels):
+    from medlens.segment.instances import median_diameter, rescale_factor
+
+    path, inst = dsb_labels[0]
+    interior = mask_to_target(inst, "instance", 3, path)[0] == 1
+    d = median_diameter(interior)
+    assert rescale_factor(interior, (1.0, 1.0), [d / 2, d * 2]) == 1.0
+    assert rescale_factor(interior, (1.0, 1.0), None) == 1.0
+    for bounds, target in (([d / 4, d / 2], d / 2), ([2 * d, 3 * d], 2 * d)):
+        f = rescale_factor(interior, (1.0, 1.0), bounds)
+        assert median_diameter(interior, (f, f)) == pytest.approx(target)
+
+
+def test_instance_plan_records_the_training_diameter_range(data_root):
+    from medlens.segment.datasets import load_folder
+    from medlens.segment.instances import median_diameter
+    from medlens.segment.plan import make_plan
+
+    root = need(data_root, "nuclei_dsb2018_stage1_subset")
+    cases = load_folder(root, "instance", n_classes=3, limit=6)
+    lo, hi = make_plan(cases, root, "instance", 3)["inference"]["instances"]["diameter_range"]
+    per_image = [median_diameter(c.mask == 1) for c in cases]
+    assert (lo, hi) == pytest.approx((min(per_image), np.percentile(per_image, 90)))
+    assert 3 < lo < hi < 200  # nuclei are a few to a few tens of pixels across
+
+
+def test_segment_image_predicts_out_of_range_objects_again_at_a_rescaled_size(data_root, monkeypatch):
+    import torch
+
+    import medlens.segment.infer as infer
+    from medlens.segment.datasets import load_folder
+    from medlens.segment.instances import median_diameter
+    from medlens.segment.plan import make_plan
+    from medlens.segment.train import build_model
+
+    root = need(data_root, "nuclei_dsb2018_stage1_subset")
+    cases = load_folder(root, "instance", n_classes=3, limit=2)
+    plan = make_plan(cases, root, "instance", 3)
+    plan["network"].update(channels=4)
+    plan["inference"]["tta_flips"] = False
+    torch.manual_seed(0)
+    model = build_model(plan).eval()  # untrained: the second pass and the geometry are what is tested
+    image = cases[0].image
+    plan["inference"]["instances"]["diameter_range"] = None
+    first = infer.segment_image(model, plan, image)
+    d = median_diameter(first == 1)
+    assert np.isfinite(d)
+    shapes = []
+    predict = infer.predict_probabilities
+    monkeypatch.setattr(infer, "predict_probabilities",
+                        lambda m, p, x, tta=None: shapes.append(x.shape[1:]) or predict(m, p, x, tta))
+    plan["inference"]["instances"]["diameter_range"] = [d / 4, d / 2]  # objects twice the largest trained
+    mask = infer.segment_image(model, plan, image)
+    assert mask.shape == image.shape
+    assert shapes[0] == image.shape
+    assert shapes[1] == pytest.approx(tuple(s / 2 for s in image.shape), abs=1)

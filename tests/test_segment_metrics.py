@@ -112,3 +112,59 @@ def test_postprocess_restores_a_damaged_real_lung_mask(lung_masks):
     one = keep_component(damaged, "largest")  # the default count keeps a single lung
     assert ndi.label(one, np.ones((3, 3)))[1] == 1 and one.sum() < truth.sum()
     assert postprocess(damaged, {}) is damaged
+
+
+@pytest.fixture(scope="module")
+def membranes(data_root):
+    folder = need(data_root, "isbi2012_membrane/train/label")
+    return [np.asarray(Image.open(p)) >= 128 for p in sorted(folder.glob("*.png"))[:3]]  # 255: cell interior
+
+
+def test_isbi_pixel_error_is_one_minus_the_pooled_fscore(membranes):
+    from sklearn.metrics import f1_score
+
+    from medlens.segment.evaluate import ISBI_THRESHOLDS, fscore_pixel_error
+
+    # a foreground probability: the real label blurred, so thresholds trade membrane for interior
+    probs = [ndi.gaussian_filter(t.astype(float), 1.5) * 0.9 + 0.05 for t in membranes]
+    pooled_true = np.concatenate([t.ravel() for t in membranes])
+    pooled_prob = np.concatenate([p.ravel() for p in probs])
+    at_half = fscore_pixel_error(probs, membranes)
+    assert at_half["error"] == pytest.approx(1 - f1_score(pooled_true, pooled_prob > 0.5))
+    swept = fscore_pixel_error(probs, membranes, ISBI_THRESHOLDS)
+    best = max(f1_score(pooled_true, pooled_prob > th) for th in ISBI_THRESHOLDS)
+    assert swept["error"] == pytest.approx(1 - best) and swept["error"] <= at_half["error"]
+    assert fscore_pixel_error(membranes, membranes)["error"] == 0.0
+    # the challenge's error is not the share of wrong pixels: membranes are a minority class
+    wrong = np.mean(pooled_true != (pooled_prob > 0.5))
+    assert at_half["error"] < wrong
+
+
+def test_binary_evaluation_reports_the_isbi_pixel_error(membranes):
+    from medlens.image import MedImage
+    from medlens.segment.datasets import SegCase
+    from medlens.segment.evaluate import evaluate_cases
+
+    cases = [SegCase(MedImage(t[None].astype(np.float32), (1.0, 1.0)), t.astype(np.int64), f"c{i}", f"c{i}")
+             for i, t in enumerate(membranes)]
+    preds = {c.case_id: ndi.binary_erosion(c.mask, iterations=2).astype(np.int64) for c in cases}
+    result = evaluate_cases(preds, cases)
+    pooled = metrics.dice(np.concatenate([p.ravel() > 0 for p in preds.values()]), np.concatenate([t.ravel() for t in membranes]))
+    assert result["summary"]["pixel_error_fscore"] == pytest.approx(1 - pooled)
+
+
+def test_drop_small_components_removes_specks_and_keeps_the_lungs(lung_masks):
+    from medlens.segment.infer import drop_small_components, postprocess
+
+    true = lung_masks[0].astype(np.int64)
+    specks = true.copy()
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, true.shape[0] - 3, 20), rng.integers(0, true.shape[1] - 3, 20)
+    for y, x in zip(ys, xs):
+        if not true[y:y + 3, x:x + 3].any():
+            specks[y:y + 2, x:x + 2] = 1  # a 4-pixel speck away from the lungs
+    assert (specks != true).sum() > 0
+    np.testing.assert_array_equal(drop_small_components(specks, 5), true)
+    np.testing.assert_array_equal(drop_small_components(specks, 4), specks)  # 4-pixel specks stay at 4
+    np.testing.assert_array_equal(postprocess(specks, {"min_component_size": 5}), true)
+    np.testing.assert_array_equal(postprocess(specks, {}), specks)

@@ -85,6 +85,15 @@ def test_bad_augmentation_in_plan_names_the_field(montgomery, tmp_path, elastic,
         load_plan(tmp_path / "plan.json")
 
 
+@pytest.mark.parametrize("bounds", [[30.0, 10.0], [-1.0, 10.0], [12.0], "wide"])
+def test_bad_diameter_range_in_plan_names_the_field(montgomery, tmp_path, bounds):
+    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery)
+    plan["inference"]["instances"] = {"diameter_range": bounds}
+    save_plan(plan, tmp_path / "plan.json")
+    with pytest.raises(ConfigError, match="inference.instances.diameter_range"):
+        load_plan(tmp_path / "plan.json")
+
+
 def _mini(src, dst, n=4):
     (dst / "images").mkdir(parents=True)
     (dst / "masks").mkdir()

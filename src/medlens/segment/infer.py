@@ -8,7 +8,8 @@ input's shape (linear) before the arg-max, so the mask has the input's size and 
 An image smaller than the patch along some axis is first padded to the patch size with
 :func:`medlens.segment.plan.pad_value`, exactly as training pads it, and the probabilities are cropped
 back. (MONAI's sliding window would otherwise pad with 0, which the network never saw in training.)
-Post-processing (:func:`postprocess`, all off by default): ``inference.keep_component`` (``null``,
+Post-processing (:func:`postprocess`, all off by default): ``inference.min_component_size`` drops
+foreground components smaller than that many voxels; ``inference.keep_component`` (``null``,
 ``"largest"``, ``"central"``) keeps connected foreground components of the mask (``inference.keep_count``
 of them with ``"largest"``: 2 for a pair of lungs), and ``inference.fill_holes`` fills background
 enclosed by one class with that class (:func:`fill_holes`).
@@ -16,6 +17,7 @@ enclosed by one class with that class (:func:`fill_holes`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ from scipy import ndimage
 
 from medlens.errors import ConfigError, MissingPathError
 from medlens.image import MedImage
-from medlens.segment.instances import labels_from_prediction, measure_instances
+from medlens.segment.instances import INSTANCE_DEFAULTS, labels_from_prediction, measure_instances, rescale_factor
 from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask, write_table
 from medlens.segment.plan import pad_to, pad_value, prepare_image, resize, unpad
+
+MAX_RESCALES = 2  # extra predictions of an instance-mode image whose objects lie outside the trained sizes
 
 
 @torch.no_grad()
@@ -94,8 +98,20 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def drop_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """Set connected foreground components (faces, edges and corners) of fewer than ``min_size`` voxels
+    to 0: specks a network leaves on a patch or slice without the structure."""
+    if min_size <= 1 or not mask.any():
+        return mask
+    labels, _ = ndimage.label(mask > 0, structure=np.ones((3,) * mask.ndim, bool))
+    small = np.nonzero(np.bincount(labels.ravel()) < min_size)[0]
+    return np.where(np.isin(labels, small[small > 0]), 0, mask).astype(mask.dtype)
+
+
 def postprocess(mask: np.ndarray, inference: dict[str, Any]) -> np.ndarray:
-    """The plan's post-processing of an arg-max label map: :func:`keep_component`, then :func:`fill_holes`."""
+    """The plan's post-processing of an arg-max label map: :func:`drop_small_components`
+    (``inference.min_component_size``), :func:`keep_component`, then :func:`fill_holes`."""
+    mask = drop_small_components(mask, int(inference.get("min_component_size") or 0))
     mask = keep_component(mask, inference.get("keep_component"), int(inference.get("keep_count", 1)))
     return fill_holes(mask) if inference.get("fill_holes") else mask
 
@@ -106,14 +122,34 @@ def segment_prepared(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray
     return predict_probabilities(model, plan, x, tta).argmax(axis=0)
 
 
+def _segment_once(model: torch.nn.Module, plan: dict[str, Any], image: MedImage, tta: bool | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
+    return postprocess(prob.argmax(axis=0).astype(np.int64), plan["inference"]), prob
+
+
 def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage, tta: bool | None = None,
                   return_probabilities: bool = False):
     """Label map ``(*image.shape)`` of an image of any size, in its own geometry.
 
-    With ``return_probabilities`` also the class probabilities ``(K, *image.shape)``.
+    With ``return_probabilities`` also the class probabilities ``(K, *image.shape)``. A plan in instance
+    mode with ``inference.instances.diameter_range`` predicts an image whose objects (the predicted
+    interiors' median diameter) fall outside that range again, with its spacing scaled by
+    :func:`medlens.segment.instances.rescale_factor` so that the network sees them at a trained size,
+    up to :data:`MAX_RESCALES` times (a first prediction of nuclei far larger than any trained on can
+    merge them, and the second look measures them again); the result is in the image's own geometry.
     """
-    prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
-    mask = postprocess(prob.argmax(axis=0).astype(np.int64), plan["inference"])
+    mask, prob = _segment_once(model, plan, image, tta)
+    options = plan["inference"].get("instances") or {}
+    factor = 1.0
+    for _ in range(MAX_RESCALES):
+        step = rescale_factor(mask == 1, tuple(s * factor for s in image.spacing), options.get("diameter_range"),
+                              int(options.get("min_size", INSTANCE_DEFAULTS["min_size"])))
+        if step == 1.0:
+            break
+        factor *= step
+        mask, prob = _segment_once(model, plan, replace(image, spacing=tuple(s * factor for s in image.spacing)),
+                                   tta)
     return (mask, prob) if return_probabilities else mask
 
 

@@ -14,10 +14,12 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   where the anatomy allows, in ``plan.json`` or with ``medlens segment plan --rot90 --elastic SIGMA``
   (:func:`add_augmentations`): ``rot90``, random quarter turns in the last two axes, and
   ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
-  (window overlap, flip TTA) with post-processing off (``keep_component``, ``keep_count``,
+  (window overlap, flip TTA) with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``,
   ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
   ``true``); in ``instance`` mask mode also ``inference.instances``, how instances are cut from the
-  predicted interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`).
+  predicted interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`), and
+  ``diameter_range``, the training images' range of median object diameters, outside which an image is
+  predicted again at a rescaled size (:func:`medlens.segment.infer.segment_image`).
 
 ``plan.json`` is plain JSON; a user can edit any field before ``train``.
 """
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from medlens.errors import ConfigError, DatasetError, UnreadableFileError
 from medlens.segment.datasets import SegCase, find_layout
 from medlens.segment.io import is_image_file
-from medlens.segment.instances import INSTANCE_DEFAULTS
+from medlens.segment.instances import INSTANCE_DEFAULTS, diameter_range
 
 PLAN_VERSION = 1
 VOXEL_BUDGET = {2: 256 * 256, 3: 64 * 64 * 24}
@@ -134,10 +136,10 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
                 "std": max(it["std"], 1e-6)}
     else:
         norm = {"scheme": "zscore_per_image"}
-    inference = {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "keep_component": None, "keep_count": 1,
-                 "fill_holes": False}
+    inference = {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "min_component_size": 0,
+                 "keep_component": None, "keep_count": 1, "fill_holes": False}
     if mask_mode == "instance":
-        inference["instances"] = dict(INSTANCE_DEFAULTS)
+        inference["instances"] = {**INSTANCE_DEFAULTS, "diameter_range": diameter_range(cases)}
     return {
         "version": PLAN_VERSION,
         "dataset": {"path": str(Path(data).resolve()), "dataset_id": dataset_id(data), "mask_mode": mask_mode,
@@ -196,6 +198,21 @@ def check_augmentations(aug: dict[str, Any], where: str = "augmentations") -> No
             raise ConfigError(f"{where}.elastic.{key}: must be {text}, got {elastic[key]!r}")
 
 
+def check_diameter_range(inference: dict[str, Any], where: str = "inference") -> None:
+    """Raise :class:`ConfigError` unless ``inference.instances.diameter_range`` is absent, ``null`` or two
+    positive numbers in increasing order."""
+    bounds = (inference.get("instances") or {}).get("diameter_range")
+    if bounds is None:
+        return
+    try:
+        good = len(bounds) == 2 and 0 < float(bounds[0]) <= float(bounds[1])
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"{where}.instances.diameter_range: must be null or [low, high] with "
+                          f"0 < low <= high, got {bounds!r}")
+
+
 def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
     """Write ``plan`` as indented JSON (temporary name, then rename)."""
     path = Path(path)
@@ -232,6 +249,7 @@ def load_plan(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: patch_size {plan['patch_size']} must be divisible by 2**depth "
                           f"= {2 ** plan['network']['depth']}")
     check_augmentations(plan["augmentations"], f"{path}: augmentations")
+    check_diameter_range(plan["inference"], f"{path}: inference")
     plan["_path"] = str(path)
     return plan
 
