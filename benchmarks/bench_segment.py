@@ -7,7 +7,7 @@ original resolution → evaluate) and appends one JSON line per result to ``--lo
     python benchmarks/bench_segment.py lidc --folds 5 --epochs 20 --tta 1 --keep central --baseline
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
-    python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1
+    python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1 --tta-rotations
     python benchmarks/bench_segment.py nuclei --epochs 200 --channels 32 --tta 1 --select --zoom 0.5 1 2 3
     python benchmarks/bench_segment.py speed
 """
@@ -48,6 +48,7 @@ def configure(plan: dict, args, network: str | None = None) -> dict:
     plan["training"].update(epochs=args.epochs, steps_per_epoch=args.steps)
     plan["inference"]["tta_flips"] = bool(args.tta)
     add_augmentations(plan, args.rot90, args.elastic_sigma, args.elastic_prob)
+    plan["inference"]["tta_rotations"] = bool(args.tta_rotations)  # explicit, so recorded commands reproduce
     if network:
         plan["network"]["name"] = network
     if args.channels:
@@ -86,6 +87,9 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
             extra["post"] = {k: postprocess(v, post) for k, v in preds.items()}
         if getattr(args, "baseline", False):
             extra["baseline"] = {cases[i].case_id: threshold_baseline(cases[i]) for i in te}
+        if getattr(args, "compare_rotations", False):  # the same model with the other rotation TTA setting
+            alt = {**p, "inference": {**p["inference"], "tta_rotations": not args.tta_rotations}}
+            extra["alt_tta"] = {cases[i].case_id: segment_image(model, alt, cases[i].image) for i in te}
         for name, other in extra.items():
             r2 = evaluate_cases(other, [cases[i] for i in te], p["dataset"]["n_classes"])
             for row, row2 in zip(res["cases"], r2["cases"]):
@@ -121,7 +125,7 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
                **{k: v for k, v in summarize(rows).items()},
                **challenge_pixel_error([m for f in folds for m in f["foreground"]],
                                        [t for f in folds for t in f["truths"]])})
-    for name in ("post", "baseline"):
+    for name in ("post", "baseline", "alt_tta"):
         if rows and f"{name}_dice" in rows[0]:
             keys = ("dice", "iou", "hd95", "pixel_error")
             renamed = [{k: r[f"{name}_{k}"] for k in keys} for r in rows]
@@ -132,6 +136,8 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
 def summary_name(args, name: str) -> str:
     if name == "post":
         return f"keep_component={args.keep}, keep_count={args.keep_count}, fill_holes={args.fill_holes}"
+    if name == "alt_tta":
+        return f"same models, tta_rotations={not args.tta_rotations}"
     return "threshold HU>-500, central component"
 
 
@@ -181,7 +187,7 @@ def msd(args):
         splits = [(train[:size * f] + train[size * (f + 1):], train[size * f:size * (f + 1)]) for f in range(args.cv)]
     else:
         splits = [(train, load_folder(root / "test_patches.npz"))]
-    rows, post_rows = [], {}
+    rows, post_rows, rotation_rows = [], {}, []
     for fit, test in splits:
         plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
         if args.dataset_zscore:
@@ -194,8 +200,13 @@ def msd(args):
         preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
         res = evaluate_cases(preds, test)
         rows += res["cases"]
+        if args.compare_rotations:  # the same models, predicted with the other test-time augmentation
+            other = {**plan, "inference": {**plan["inference"], "tta_rotations": not args.tta_rotations}}
+            rotation_rows.extend(evaluate_cases({c.case_id: segment_image(model, other, c.image) for c in test},
+                                                test)["cases"])
         log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": hist.seconds, "steps": hist.steps,
-                   "tta": bool(args.tta), "channels": plan["network"]["channels"],
+                   "tta": bool(args.tta), "tta_rotations": bool(args.tta_rotations),
+                   "channels": plan["network"]["channels"],
                    "normalization": plan["normalization"]["scheme"], "dataset_zscore": args.dataset_zscore,
                    "augmentations": plan["augmentations"], "postprocessing": post_settings(plan["inference"]),
                    **{k: v for k, v in res["summary"].items()}})
@@ -203,8 +214,11 @@ def msd(args):
             post_rows.setdefault(i, []).extend(
                 evaluate_cases({k: postprocess(v, post) for k, v in preds.items()}, test)["cases"])
     if args.cv:
-        log(args, {"summary": f"msd cv {args.cv} folds inside val patches",
+        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "tta_rotations": bool(args.tta_rotations),
                    "postprocessing": post_settings(plan["inference"]), **summarize(rows)})
+        if rotation_rows:
+            log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "tta_rotations": not args.tta_rotations,
+                       **summarize(rotation_rows)})
         for i, post_case_rows in post_rows.items():
             log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "postprocessing": POST_GRID[i],
                        **summarize(post_case_rows)})
@@ -359,6 +373,10 @@ def main():
     ap.add_argument("--dataset-zscore", action="store_true",
                     help="msd: z-score with the mean and std of all training pixels instead of the plan's scheme")
     ap.add_argument("--cv", type=int, help="msd: K-fold CV inside the val patches instead of the test patches")
+    ap.add_argument("--tta-rotations", action="store_true",
+                    help="test-time augmentation over quarter turns too (plan inference.tta_rotations; needs --rot90)")
+    ap.add_argument("--compare-rotations", action="store_true",
+                    help="also score the same models with the other --tta-rotations setting")
     ap.add_argument("--post-grid", action="store_true",
                     help="msd --cv: also score every post-processing of POST_GRID on the same predictions")
     ap.add_argument("--min-component-size", type=int, default=0,

@@ -48,6 +48,26 @@ def test_short_training_beats_trivial_baselines(msd):
     assert dice > max(all_fg, all_bg) + 0.15, (dice, all_fg, all_bg)
 
 
+def test_rotation_tta_makes_the_prediction_turn_with_the_image(msd):
+    # averaging over the eight symmetries of the square makes the probabilities equivariant to quarter
+    # turns; the trained network alone, or with flips only, is not
+    plan, model, _, test = msd
+    plan = json.loads(json.dumps(plan))
+    plan["augmentations"]["rot90"] = True
+    image = test[0].image
+    turned = type(image)(np.rot90(image.array, 1, axes=(-2, -1)).copy(), image.spacing)
+
+    def gap(**inference):
+        p = {**plan, "inference": {**plan["inference"], **inference}}
+        _, prob = segment_image(model, p, image, return_probabilities=True)
+        _, prob_turned = segment_image(model, p, turned, return_probabilities=True)
+        return np.abs(prob_turned - np.rot90(prob, 1, axes=(-2, -1))).max()
+
+    assert image.shape[0] == image.shape[1] == plan["patch_size"][0]
+    assert gap(tta_flips=True, tta_rotations=True) < 1e-4
+    assert gap(tta_flips=True, tta_rotations=False) > 1e-3
+
+
 def test_bundle_round_trip(msd, tmp_path):
     plan, model, history, test = msd
     save_bundle(model, plan, tmp_path / "m", history)
@@ -94,8 +114,10 @@ def test_cli_plan_train_predict_evaluate(data_root, tmp_path):
     r = runner.invoke(app, ["plan", str(data), "--out", str(tmp_path / "plan.json"), "--rot90", "--elastic", "2",
                             "-q"])
     assert r.exit_code == 0, r.output
-    aug = json.loads((tmp_path / "plan.json").read_text())["augmentations"]
+    written = json.loads((tmp_path / "plan.json").read_text())
+    aug = written["augmentations"]
     assert aug["rot90"] is True and aug["elastic"] == {"sigma": 2.0, "grid": 3, "prob": 0.5}
+    assert written["inference"]["tta_rotations"] is True  # predicts over the turns it trained on
     r = runner.invoke(app, ["train", str(data), "--plan", str(tmp_path / "plan.json"), "--out",
                             str(tmp_path / "model"), "--epochs", "1", "-q"])
     assert r.exit_code == 0, r.output

@@ -51,7 +51,8 @@ def plan(
         None, help="Imaging modality, overriding detection (CT gets the dataset-wide CT normalisation; "
                    "use it for CT stored without Hounsfield units, e.g. rescaled to [0, 1])."),
     rot90: bool = typer.Option(False, "--rot90", help="Augment with random quarter turns (data without a "
-                                                        "canonical orientation: microscopy, patches)."),
+                                                        "canonical orientation: microscopy, patches); predict "
+                                                        "averaging over the turns and mirrors too."),
     elastic: Optional[float] = typer.Option(None, "--elastic", min=0.0,
                                             help="Augment half the patches with elastic deformation of this "
                                                  "σ in pixels (as in the U-Net paper)."),

@@ -2,7 +2,9 @@
 
 The prepared image (plan normalisation and spacing) is covered by overlapping windows of the plan's
 patch size (MONAI ``sliding_window_inference``, Gaussian blending). With TTA the softmax is averaged
-over the identity and a mirror along each axis in ``flip_axes``. Probabilities are resized back to the
+over the identity and a mirror along each axis in ``flip_axes``; a plan trained with quarter turns
+(``augmentations.rot90``, square in-plane patch) and ``inference.tta_rotations`` averages instead over
+the eight symmetries of the square in the last two axes (four quarter turns, each also mirrored). Probabilities are resized back to the
 input's shape (linear) before the arg-max, so the mask has the input's size and geometry.
 
 An image smaller than the patch along some axis is first padded to the patch size with
@@ -51,12 +53,19 @@ def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.nd
                                        overlap=float(inf.get("overlap", 0.5)), mode="gaussian")
         return torch.softmax(out, dim=1)
 
-    prob = run(t)
-    if tta:
-        axes = [a + 2 for a in plan["augmentations"].get("flip_axes", [])]
-        for a in axes:
-            prob += torch.flip(run(torch.flip(t, [a])), [a])
-        prob /= 1 + len(axes)
+    if tta and inf.get("tta_rotations") and plan["augmentations"].get("rot90") \
+            and plan["patch_size"][-1] == plan["patch_size"][-2]:
+        # the eight symmetries of the square in the last two axes: quarter turns, each also mirrored (both
+        # in-plane sides already reach the square patch, so every turned view does too)
+        prob = sum(torch.rot90(torch.flip(run(torch.flip(torch.rot90(t, k, (-2, -1)), [-1])), [-1]), -k, (-2, -1))
+                   + torch.rot90(run(torch.rot90(t, k, (-2, -1))), -k, (-2, -1)) for k in range(4)) / 8
+    else:
+        prob = run(t)
+        if tta:
+            axes = [a + 2 for a in plan["augmentations"].get("flip_axes", [])]
+            for a in axes:
+                prob += torch.flip(run(torch.flip(t, [a])), [a])
+            prob /= 1 + len(axes)
     return unpad(prob[0].float().cpu().numpy(), shape)
 
 

@@ -14,7 +14,7 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   where the anatomy allows, in ``plan.json`` or with ``medlens segment plan --rot90 --elastic SIGMA``
   (:func:`add_augmentations`): ``rot90``, random quarter turns in the last two axes, and
   ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
-  (window overlap, flip TTA) with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``,
+  (window overlap, flip TTA; TTA over quarter turns too when the plan trains with them) with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``,
   ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
   ``true``); in ``instance`` mask mode also ``inference.instances``, how instances are cut from the
   predicted interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`), and
@@ -136,8 +136,8 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
                 "std": max(it["std"], 1e-6)}
     else:
         norm = {"scheme": "zscore_per_image"}
-    inference = {"overlap": 0.5, "tta_flips": True, "sw_batch_size": 4, "min_component_size": 0,
-                 "keep_component": None, "keep_count": 1, "fill_holes": False}
+    inference = {"overlap": 0.5, "tta_flips": True, "tta_rotations": False, "sw_batch_size": 4,
+                 "min_component_size": 0, "keep_component": None, "keep_count": 1, "fill_holes": False}
     if mask_mode == "instance":
         inference["instances"] = {**INSTANCE_DEFAULTS, "diameter_range": diameter_range(cases)}
     return {
@@ -165,12 +165,15 @@ def add_augmentations(plan: dict[str, Any], rot90: bool = False, elastic_sigma: 
     """Switch on the optional augmentations of ``plan`` (in place; returned for chaining).
 
     ``rot90``: random quarter turns in the last two axes (for data without a canonical orientation,
-    e.g. microscopy or patches). ``elastic_sigma``: elastic deformation with displacements of σ pixels
-    on an ``elastic_grid`` grid, applied to a share ``elastic_prob`` of the patches
+    e.g. microscopy or patches), and test-time augmentation over the same turns
+    (``inference.tta_rotations``, :func:`medlens.segment.infer.predict_probabilities`).
+    ``elastic_sigma``: elastic deformation with displacements of σ pixels on an ``elastic_grid`` grid,
+    applied to a share ``elastic_prob`` of the patches
     (:func:`medlens.segment.train.elastic_deform`).
     """
     if rot90:
         plan["augmentations"]["rot90"] = True
+        plan["inference"]["tta_rotations"] = True
     if elastic_sigma:
         plan["augmentations"]["elastic"] = {"sigma": float(elastic_sigma), "grid": int(elastic_grid),
                                             "prob": float(elastic_prob)}
