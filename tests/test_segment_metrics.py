@@ -149,7 +149,8 @@ def test_binary_evaluation_reports_the_isbi_pixel_error(membranes):
              for i, t in enumerate(membranes)]
     preds = {c.case_id: ndi.binary_erosion(c.mask, iterations=2).astype(np.int64) for c in cases}
     result = evaluate_cases(preds, cases)
-    pooled = metrics.dice(np.concatenate([p.ravel() > 0 for p in preds.values()]), np.concatenate([t.ravel() for t in membranes]))
+    pooled = metrics.dice(np.concatenate([p.ravel() > 0 for p in preds.values()]),
+                          np.concatenate([t.ravel() for t in membranes]))
     assert result["summary"]["pixel_error_fscore"] == pytest.approx(1 - pooled)
 
 

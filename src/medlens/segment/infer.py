@@ -4,8 +4,9 @@ The prepared image (plan normalisation and spacing) is covered by overlapping wi
 patch size (MONAI ``sliding_window_inference``, Gaussian blending). With TTA the softmax is averaged
 over the identity and a mirror along each axis in ``flip_axes``; a plan trained with quarter turns
 (``augmentations.rot90``, square in-plane patch) and ``inference.tta_rotations`` averages instead over
-the eight symmetries of the square in the last two axes (four quarter turns, each also mirrored). Probabilities are resized back to the
-input's shape (linear) before the arg-max, so the mask has the input's size and geometry.
+the eight symmetries of the square in the last two axes (four quarter turns, each also mirrored).
+Probabilities are resized back to the input's shape (linear) before the arg-max, so the mask has the
+input's size and geometry.
 
 An image smaller than the patch along some axis is first padded to the patch size with
 :func:`medlens.segment.plan.pad_value`, exactly as training pads it, and the probabilities are cropped
@@ -37,6 +38,19 @@ from medlens.segment.plan import pad_to, pad_value, prepare_image, resize, unpad
 MAX_RESCALES = 2  # extra predictions of an instance-mode image whose objects lie outside the trained sizes
 
 
+def _mean_over_square_symmetries(run, t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``run`` over the eight symmetries of the square in the last two axes (four quarter turns,
+    each also mirrored), each output turned back. Both in-plane sides of ``t`` already reach the square
+    patch, so every turned view does too."""
+    total = torch.zeros(())
+    for turns in range(4):
+        for mirror in (False, True):
+            view = torch.rot90(t, turns, (-2, -1))
+            out = run(view.flip(-1) if mirror else view)
+            total = total + torch.rot90(out.flip(-1) if mirror else out, -turns, (-2, -1))
+    return total / 8
+
+
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray,
                           tta: bool | None = None) -> np.ndarray:
@@ -55,10 +69,7 @@ def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.nd
 
     if tta and inf.get("tta_rotations") and plan["augmentations"].get("rot90") \
             and plan["patch_size"][-1] == plan["patch_size"][-2]:
-        # the eight symmetries of the square in the last two axes: quarter turns, each also mirrored (both
-        # in-plane sides already reach the square patch, so every turned view does too)
-        prob = sum(torch.rot90(torch.flip(run(torch.flip(torch.rot90(t, k, (-2, -1)), [-1])), [-1]), -k, (-2, -1))
-                   + torch.rot90(run(torch.rot90(t, k, (-2, -1))), -k, (-2, -1)) for k in range(4)) / 8
+        prob = _mean_over_square_symmetries(run, t)
     else:
         prob = run(t)
         if tta:

@@ -14,12 +14,13 @@ The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CP
   where the anatomy allows, in ``plan.json`` or with ``medlens segment plan --rot90 --elastic SIGMA``
   (:func:`add_augmentations`): ``rot90``, random quarter turns in the last two axes, and
   ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
-  (window overlap, flip TTA; TTA over quarter turns too when the plan trains with them) with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``,
-  ``fill_holes``: see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2,
-  ``true``); in ``instance`` mask mode also ``inference.instances``, how instances are cut from the
-  predicted interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`), and
-  ``diameter_range``, the training images' range of median object diameters, outside which an image is
-  predicted again at a rescaled size (:func:`medlens.segment.infer.segment_image`).
+  (window overlap, flip TTA, ``tta_rotations``: TTA over quarter turns too, switched on with ``rot90``)
+  with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``, ``fill_holes``:
+  see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2, ``true``); in
+  ``instance`` mask mode also ``inference.instances``, how instances are cut from the predicted
+  interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`), and ``diameter_range``,
+  the training images' range of median object diameters, outside which an image is predicted again at a
+  rescaled size (:func:`medlens.segment.infer.segment_image`).
 
 ``plan.json`` is plain JSON; a user can edit any field before ``train``.
 """
