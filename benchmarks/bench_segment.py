@@ -61,6 +61,11 @@ def threshold_baseline(case, hu: float = -500.0) -> np.ndarray:
     return keep_component((case.image.array[0] > hu).astype(np.int64), "central")
 
 
+def other_rotation_tta(plan: dict, args) -> dict:
+    """``plan`` with the other ``--tta-rotations`` setting (for ``--compare-rotations`` on the same models)."""
+    return {**plan, "inference": {**plan["inference"], "tta_rotations": not args.tta_rotations}}
+
+
 def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fold_ids=None) -> list[dict]:
     """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution).
 
@@ -88,7 +93,7 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         if getattr(args, "baseline", False):
             extra["baseline"] = {cases[i].case_id: threshold_baseline(cases[i]) for i in te}
         if getattr(args, "compare_rotations", False):  # the same model with the other rotation TTA setting
-            alt = {**p, "inference": {**p["inference"], "tta_rotations": not args.tta_rotations}}
+            alt = other_rotation_tta(p, args)
             extra["alt_tta"] = {cases[i].case_id: segment_image(model, alt, cases[i].image) for i in te}
         for name, other in extra.items():
             r2 = evaluate_cases(other, [cases[i] for i in te], p["dataset"]["n_classes"])
@@ -201,7 +206,7 @@ def msd(args):
         res = evaluate_cases(preds, test)
         rows += res["cases"]
         if args.compare_rotations:  # the same models, predicted with the other test-time augmentation
-            other = {**plan, "inference": {**plan["inference"], "tta_rotations": not args.tta_rotations}}
+            other = other_rotation_tta(plan, args)
             rotation_rows.extend(evaluate_cases({c.case_id: segment_image(model, other, c.image) for c in test},
                                                 test)["cases"])
         log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": hist.seconds, "steps": hist.steps,
@@ -274,6 +279,7 @@ def nuclei(args):
     test, train = [cases[i] for i in order[:16]], [cases[i] for i in order[16:]]
     plan = configure(make_plan(train, root, "instance", 3), args)
     plan["patch_size"], plan["batch_size"] = [args.size, args.size], max(2, (256 // args.size) ** 2 * 2)
+    train_range = plan["inference"]["instances"]["diameter_range"]
     if args.select:
         val, fit = train[:10], train[10:]
         model, _ = train_segmenter(plan, fit)
@@ -294,7 +300,7 @@ def nuclei(args):
                 log(args, {"stage": f"scale (10 validation images zoomed x{zoom:g})", "diameter_range": bounds,
                            **{k: v for k, v in r.items() if k != "cases"},
                            "per_case_ap": {c["case"][:8]: round(c["ap"], 3) for c in r["cases"]}})
-        plan["inference"]["instances"]["diameter_range"] = diameter_range(train)
+        plan["inference"]["instances"]["diameter_range"] = train_range
     model, hist = train_segmenter(plan, train)
     chosen = dict(plan["inference"]["instances"])
     for bounds in (chosen["diameter_range"], None):

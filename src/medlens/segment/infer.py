@@ -161,15 +161,13 @@ def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage,
     """
     mask, prob = _segment_once(model, plan, image, tta)
     options = plan["inference"].get("instances") or {}
-    factor = 1.0
-    for _ in range(MAX_RESCALES):
-        step = rescale_factor(mask == 1, tuple(s * factor for s in image.spacing), options.get("diameter_range"),
-                              int(options.get("min_size", INSTANCE_DEFAULTS["min_size"])))
+    bounds, spacing = options.get("diameter_range"), image.spacing
+    for _ in range(MAX_RESCALES if bounds else 0):
+        step = rescale_factor(mask == 1, spacing, bounds, int(options.get("min_size", INSTANCE_DEFAULTS["min_size"])))
         if step == 1.0:
             break
-        factor *= step
-        mask, prob = _segment_once(model, plan, replace(image, spacing=tuple(s * factor for s in image.spacing)),
-                                   tta)
+        spacing = tuple(s * step for s in spacing)
+        mask, prob = _segment_once(model, plan, replace(image, spacing=spacing), tta)
     return (mask, prob) if return_probabilities else mask
 
 
