@@ -66,6 +66,24 @@ def other_rotation_tta(plan: dict, args) -> dict:
     return {**plan, "inference": {**plan["inference"], "tta_rotations": not args.tta_rotations}}
 
 
+def train_members(args, plan: dict, cases) -> tuple[list, list]:
+    """``--seeds N`` models trained from ``plan`` with training seeds ``seed .. seed + N - 1`` on ``cases``,
+    and their histories (one model, the plan's own seed, by default)."""
+    members, histories = [], []
+    for offset in range(args.seeds):
+        p = json.loads(json.dumps(plan))
+        p["training"]["seed"] = int(plan["training"].get("seed", 0)) + offset
+        model, history = train_segmenter(p, cases)
+        members.append(model)
+        histories.append(history)
+    return members, histories
+
+
+def ensemble_of(members: list):
+    """What ``segment_image`` takes: the single model, or the list of members (their mean probabilities)."""
+    return members[0] if len(members) == 1 else members
+
+
 def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fold_ids=None) -> list[dict]:
     """Train/evaluate each fold; returns per-fold summaries (evaluation at the original resolution).
 
@@ -78,7 +96,8 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         if fold_ids is not None and f not in fold_ids:
             continue
         p = configure(json.loads(json.dumps(plan)), args, network)
-        model, hist = train_segmenter(p, [cases[i] for i in tr])
+        members, histories = train_members(args, p, [cases[i] for i in tr])
+        model = ensemble_of(members)
         t0 = time.perf_counter()
         preds, foreground = {}, []
         for i in te:
@@ -95,13 +114,16 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         if getattr(args, "compare_rotations", False):  # the same model with the other rotation TTA setting
             alt = other_rotation_tta(p, args)
             extra["alt_tta"] = {cases[i].case_id: segment_image(model, alt, cases[i].image) for i in te}
+        if len(members) > 1:  # the first member alone: what the ensemble adds
+            extra["seed0"] = {cases[i].case_id: segment_image(members[0], p, cases[i].image) for i in te}
         for name, other in extra.items():
             r2 = evaluate_cases(other, [cases[i] for i in te], p["dataset"]["n_classes"])
             for row, row2 in zip(res["cases"], r2["cases"]):
                 row.update({f"{name}_{k}": row2[k] for k in ("dice", "iou", "hd95", "pixel_error")})
         rec = {"fold": f, "network": p["network"]["name"], "n_train": len(tr), "n_test": len(te),
-               "train_seconds": hist.seconds, "steps": hist.steps, "infer_seconds_per_case": infer_s,
-               "params": count_parameters(model), "patch": p["patch_size"], "spacing": p["target_spacing"],
+               "train_seconds": sum(h.seconds for h in histories), "steps": histories[0].steps,
+               "ensemble_seeds": args.seeds, "infer_seconds_per_case": infer_s,
+               "params": count_parameters(members[0]), "patch": p["patch_size"], "spacing": p["target_spacing"],
                "augmentations": p["augmentations"],
                **{k: v["mean"] if isinstance(v, dict) else v for k, v in res["summary"].items()},
                **challenge_pixel_error(foreground, [cases[i].mask for i in te]),
@@ -130,7 +152,7 @@ def cv_summary(args, name: str, folds: list[dict]) -> None:
                **{k: v for k, v in summarize(rows).items()},
                **challenge_pixel_error([m for f in folds for m in f["foreground"]],
                                        [t for f in folds for t in f["truths"]])})
-    for name in ("post", "baseline", "alt_tta"):
+    for name in ("post", "baseline", "alt_tta", "seed0"):
         if rows and f"{name}_dice" in rows[0]:
             keys = ("dice", "iou", "hd95", "pixel_error")
             renamed = [{k: r[f"{name}_{k}"] for k in keys} for r in rows]
@@ -143,6 +165,8 @@ def summary_name(args, name: str) -> str:
         return f"keep_component={args.keep}, keep_count={args.keep_count}, fill_holes={args.fill_holes}"
     if name == "alt_tta":
         return f"same models, tta_rotations={not args.tta_rotations}"
+    if name == "seed0":
+        return f"first member of the {args.seeds}-seed ensemble alone"
     return "threshold HU>-500, central component"
 
 
@@ -192,7 +216,7 @@ def msd(args):
         splits = [(train[:size * f] + train[size * (f + 1):], train[size * f:size * (f + 1)]) for f in range(args.cv)]
     else:
         splits = [(train, load_folder(root / "test_patches.npz"))]
-    rows, post_rows, rotation_rows = [], {}, []
+    rows, post_rows, rotation_rows, member_rows = [], {}, [], []
     for fit, test in splits:
         plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
         if args.dataset_zscore:
@@ -201,15 +225,20 @@ def msd(args):
                                      "mean": float(values.mean()), "std": float(values.std())}
         if args.min_component_size or args.keep:
             plan["inference"].update(min_component_size=args.min_component_size, keep_component=args.keep)
-        model, hist = train_segmenter(plan, fit)
+        members, histories = train_members(args, plan, fit)
+        model = ensemble_of(members)
         preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
         res = evaluate_cases(preds, test)
         rows += res["cases"]
+        if len(members) > 1:  # the first member alone, on the same patches
+            member_rows.extend(evaluate_cases({c.case_id: segment_image(members[0], plan, c.image) for c in test},
+                                              test)["cases"])
         if args.compare_rotations:  # the same models, predicted with the other test-time augmentation
             other = other_rotation_tta(plan, args)
             rotation_rows.extend(evaluate_cases({c.case_id: segment_image(model, other, c.image) for c in test},
                                                 test)["cases"])
-        log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": hist.seconds, "steps": hist.steps,
+        log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": sum(h.seconds for h in histories),
+                   "steps": histories[0].steps, "ensemble_seeds": args.seeds,
                    "tta": bool(args.tta), "tta_rotations": bool(args.tta_rotations),
                    "channels": plan["network"]["channels"],
                    "normalization": plan["normalization"]["scheme"], "dataset_zscore": args.dataset_zscore,
@@ -218,8 +247,12 @@ def msd(args):
         for i, post in enumerate(POST_GRID if args.post_grid else []):
             post_rows.setdefault(i, []).extend(
                 evaluate_cases({k: postprocess(v, post) for k, v in preds.items()}, test)["cases"])
+    if member_rows:
+        log(args, {"summary": f"msd {'cv %d folds inside val patches' % args.cv if args.cv else 'test'}: "
+                              f"first member of the {args.seeds}-seed ensemble alone", **summarize(member_rows)})
     if args.cv:
-        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "tta_rotations": bool(args.tta_rotations),
+        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "ensemble_seeds": args.seeds,
+                   "tta_rotations": bool(args.tta_rotations),
                    "postprocessing": post_settings(plan["inference"]), **summarize(rows)})
         if rotation_rows:
             log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "tta_rotations": not args.tta_rotations,
@@ -361,6 +394,9 @@ def main():
     ap.add_argument("--limit", type=int)
     ap.add_argument("--channels", type=int, help="width of the network's first stage (plan default 16)")
     ap.add_argument("--tta", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train this many models (training seeds) per fold and predict with their ensemble; "
+                         "the first member alone is scored too")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", choices=["largest", "central"],
                     help="also score the predictions after keeping connected components (msd: set in the plan)")

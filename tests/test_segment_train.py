@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from conftest import need
 from medlens.commands.segment import app
-from medlens.errors import UnreadableFileError
+from medlens.errors import ConfigError, UnreadableFileError
 from medlens.segment.datasets import load_folder
 from medlens.segment.evaluate import evaluate_cases, mean_dice
 from medlens.segment.infer import predict_files, segment_image
 from medlens.segment.io import read_image, write_mask
 from medlens.segment.plan import make_plan
-from medlens.segment.train import build_model, load_bundle, save_bundle, train_segmenter
+from medlens.segment.train import build_model, load_bundle, load_ensemble, save_bundle, train_segmenter
 
 torch.set_num_threads(2)
 
@@ -79,6 +79,29 @@ def test_bundle_round_trip(msd, tmp_path):
         load_bundle(tmp_path / "m")
 
 
+def test_ensemble_averages_its_members_probabilities(msd, data_root, tmp_path):
+    plan, model, history, test = msd
+    other_plan = json.loads(json.dumps(plan))
+    other_plan["training"]["seed"] = 1
+    other, _ = train_segmenter(other_plan, load_folder(need(data_root, "msd_lung_tumour_patches") / "val_patches.npz"))
+    save_bundle(model, plan, tmp_path / "m0", history)
+    save_bundle(other, other_plan, tmp_path / "m1")
+    members, loaded_plan = load_ensemble([tmp_path / "m0", tmp_path / "m1"])
+    image = test[0].image
+    _, p0 = segment_image(model, plan, image, return_probabilities=True)
+    _, p1 = segment_image(other, plan, image, return_probabilities=True)
+    mask, both = segment_image(members, loaded_plan, image, return_probabilities=True)
+    assert np.abs(p0 - p1).max() > 1e-2  # two seeds really are two models
+    assert np.allclose(both, (p0 + p1) / 2, atol=1e-5)
+    assert np.array_equal(mask, both.argmax(axis=0))
+    assert np.array_equal(segment_image([model], plan, image, return_probabilities=True)[1], p0)
+    # members must come from one plan: a wider network is named, with the folder that has it
+    other_plan["network"]["channels"] = 4
+    save_bundle(build_model(other_plan), other_plan, tmp_path / "narrow")
+    with pytest.raises(ConfigError, match=r"narrow: its plan differs .* in network"):
+        load_ensemble([tmp_path / "m0", tmp_path / "narrow"])
+
+
 def test_predict_keeps_nifti_affine_and_png_size(data_root, tmp_path):
     voi = need(data_root, "lidc_idri_nodule_vois/image/LIDC-IDRI-0001_R_1.nii.gz")
     cxr = need(data_root, "montgomery_cxr_lung_masks/images/MCUCXR_0001_0.png")
@@ -121,8 +144,12 @@ def test_cli_plan_train_predict_evaluate(data_root, tmp_path):
     r = runner.invoke(app, ["train", str(data), "--plan", str(tmp_path / "plan.json"), "--out",
                             str(tmp_path / "model"), "--epochs", "1", "-q"])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", str(data), "--plan", str(tmp_path / "plan.json"), "--out",
+                            str(tmp_path / "model1"), "--epochs", "1", "--seed", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "model1" / "plan.json").read_text())["training"]["seed"] == 1
     r = runner.invoke(app, ["predict", str(tmp_path / "model"), str(data / "images"), "--out",
-                            str(tmp_path / "pred"), "--no-tta", "-q"])
+                            str(tmp_path / "pred"), "--no-tta", "--ensemble", str(tmp_path / "model1"), "-q"])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
     r = runner.invoke(app, ["evaluate", str(tmp_path / "pred"), str(data), "--out", str(tmp_path / "rep"), "-q"])

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -50,6 +49,7 @@ from medlens.evaluate.metrics import classification_metrics
 from medlens.evaluate.operating_points import operating_points, rates_at
 from medlens.evaluate.splits import inner_validation_split, kfold_splits
 from medlens.evaluate.stats import bootstrap_ci, delong_auc_ci, summarize
+from medlens.files import write_text_atomically
 from medlens.models.registry import build
 from medlens.progress import progress_bar
 
@@ -425,13 +425,6 @@ def prepare_output(out_dir: Path, overwrite: bool) -> Path:
     return out_dir
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a crash never leaves half a file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
 def check_model_params(config: StudyConfig, models: list, quick: bool) -> None:
     """Build every model once, untrained, so a bad parameter fails before any data is read or model trained,
     with the config field named."""
@@ -523,7 +516,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     }
     write_outputs(results, oof, data, out_dir)
     results["provenance"]["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_atomic(out_dir / "results.json", json.dumps(_plain(results), indent=2))  # last: marks a finished study
+    write_text_atomically(out_dir / "results.json", json.dumps(_plain(results), indent=2))  # last: marks a finished study
     return results
 
 
@@ -554,9 +547,9 @@ def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]]
         if entry.get("p_calibrated") is not None:
             for c, name in enumerate(names):
                 frame[f"{key}_calibrated_p_{name}"] = entry["p_calibrated"][:, c]
-    write_atomic(out_dir / "predictions.csv", frame.to_csv(index=False))
+    write_text_atomically(out_dir / "predictions.csv", frame.to_csv(index=False))
     write_tables(results, out_dir)
-    write_atomic(out_dir / "model_card.md", study_model_cards(results))
+    write_text_atomically(out_dir / "model_card.md", study_model_cards(results))
     calibrated = {key: {"y_true": e["y_true"], "p": e["p_calibrated"]} for key, e in oof.items()
                   if e.get("p_calibrated") is not None}
     raw_title = "Reliability before scaling" if calibrated else None

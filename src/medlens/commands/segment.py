@@ -8,6 +8,9 @@ archive with ``images`` and ``labels``. Typical use::
     medlens segment train DATA --plan run/plan.json --out run/model
     medlens segment predict run/model scan.nii.gz xray.png --out masks/
     medlens segment evaluate masks/ DATA --out report/     # Dice, IoU, HD95, pixel error, overlays
+
+An ensemble: train more models from the same plan with other seeds (``train --seed 1 --out run/model1``)
+and predict with ``predict run/model scan.nii.gz --ensemble run/model1 --out masks/``.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ def train(
     plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for plan.json, model.pt, history.json."),
     epochs: Optional[int] = typer.Option(None, help="Override the plan's training.epochs."),
+    seed: Optional[int] = typer.Option(None, help="Override the plan's training.seed (weights and patches): "
+                                                  "members of an ensemble."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the plan's network on DATA and write a model bundle."""
@@ -89,6 +94,8 @@ def train(
     check_dataset(p, data)
     if epochs is not None:
         p["training"]["epochs"] = epochs
+    if seed is not None:
+        p["training"]["seed"] = seed
     cases = load_folder(data, p["dataset"]["mask_mode"], p["dataset"]["n_classes"])
     model, history = train_segmenter(p, cases, progress=not quiet_requested(quiet))
     save_bundle(model, p, out, history)
@@ -103,6 +110,9 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="Pictures, NIfTI files, DICOM series folders or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (PNG for pictures, NIfTI otherwise)."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over mirrored inputs."),
+    ensemble: List[Path] = typer.Option([], "--ensemble", "-e",
+                                        help="Another bundle trained from the same plan (other seed or fold); "
+                                             "repeat for more. The members' probabilities are averaged."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Segment images of any size (sliding window) and write masks in each input's geometry.
@@ -115,10 +125,10 @@ def predict(
     in plan.json to switch this off.
     """
     from medlens.segment.infer import predict_files
-    from medlens.segment.train import load_bundle
+    from medlens.segment.train import load_ensemble
 
-    model, p = load_bundle(model_dir)
-    written = predict_files(model, p, inputs, out, tta)
+    models, p = load_ensemble([model_dir, *ensemble])
+    written = predict_files(models, p, inputs, out, tta)
     if not quiet_requested(quiet):
         console.print(f"wrote {len(written)} files to {out}", highlight=False)
 

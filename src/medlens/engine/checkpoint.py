@@ -14,6 +14,7 @@ import torch
 
 from medlens.engine.distributed import unwrap
 from medlens.errors import MissingPathError, UnreadableFileError
+from medlens.files import write_atomically
 
 
 def save_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -22,18 +23,13 @@ def save_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
 
     The file is written next to its target and renamed into place, so a crash never leaves half a file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": unwrap(module).state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "epoch": int(epoch),
         "meta": dict(meta or {}),
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, module: torch.nn.Module,

@@ -23,8 +23,9 @@ from pydicom.uid import generate_uid
 
 from medlens.data.readers.nifti import read_nifti, write_nifti
 from medlens.enhance.autoencoder import Denoiser
-from medlens.enhance.dicom_out import derived_dataset, read_slice, write_atomic
+from medlens.enhance.dicom_out import derived_dataset, read_slice, write_derived_slice
 from medlens.errors import MedlensError, MissingPathError, UnreadableFileError
+from medlens.files import write_atomically
 from medlens.image import MedImage
 
 PICTURES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -75,7 +76,7 @@ def denoise_dicom(model: Denoiser, files: list[Path], out_dir: Path) -> list[Pat
     written = []
     for s, values in zip(slices, denoised):
         ds = derived_dataset(s, values, series_uid, description)
-        written.append(write_atomic(ds, _target(out_dir, s.path), files))
+        written.append(write_derived_slice(ds, _target(out_dir, s.path), files))
     return written
 
 
@@ -84,11 +85,8 @@ def denoise_nifti(model: Denoiser, path: Path, out_dir: Path, modality: str | No
     model.check_input(modality, image.array.shape[0], str(path))
     array = image.array.astype(np.float32)
     out = _run_2d(model, array) if model.spatial_dims == 2 else model.denoise(array[None], where=str(path))[0]
-    target = _target(out_dir, path)
-    partial = target.with_name(f".partial.{target.name}")
-    write_nifti(MedImage(out, image.spacing, image.origin, image.direction, dict(image.meta)), partial)
-    os.replace(partial, target)
-    return target
+    denoised = MedImage(out, image.spacing, image.origin, image.direction, dict(image.meta))
+    return write_atomically(_target(out_dir, path), lambda tmp: write_nifti(denoised, tmp))
 
 
 def denoise_picture(model: Denoiser, path: Path, out_dir: Path, modality: str | None) -> Path:
@@ -104,11 +102,8 @@ def denoise_picture(model: Denoiser, path: Path, out_dir: Path, modality: str | 
     out = model.denoise(image[None].astype(np.float32), where=str(path))[0]
     info = np.iinfo(array.dtype) if np.issubdtype(array.dtype, np.integer) else np.iinfo(np.uint8)
     out = np.clip(np.rint(out), info.min, info.max).astype(array.dtype if array.dtype.kind in "ui" else np.uint8)
-    target = _target(out_dir, path).with_suffix(".png")
-    partial = target.with_name(f".partial.{target.name}")
-    Image.fromarray(out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)).save(partial, format="PNG")
-    os.replace(partial, target)
-    return target
+    picture = Image.fromarray(out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1))
+    return write_atomically(_target(out_dir, path).with_suffix(".png"), lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def denoise_paths(model: Denoiser, inputs: list[Path], out_dir: Path, modality: str | None = None) -> list[Path]:

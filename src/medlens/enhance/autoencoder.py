@@ -27,7 +27,6 @@ References
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from medlens import __version__
 from medlens.engine.trainer import History, TrainConfig, Trainer
 from medlens.enhance.noise import NoiseModel, make_noise
 from medlens.errors import ConfigError, GeometryError, MissingPathError, ModelError, UnreadableFileError
+from medlens.files import write_atomically, write_text_atomically
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -324,15 +324,9 @@ class Denoiser:
         if not self.fitted:
             raise ModelError(f"{folder}: cannot save a denoiser that has not been trained")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = folder / WEIGHTS
-        partial = weights.with_name(weights.name + ".partial")
-        save_file({k: v.contiguous() for k, v in self.network.state_dict().items()}, str(partial))
-        os.replace(partial, weights)
-        manifest = folder / MANIFEST
-        partial = manifest.with_name(manifest.name + ".partial")
-        partial.write_text(json.dumps(self.manifest(), indent=2, allow_nan=True), encoding="utf-8")
-        os.replace(partial, manifest)
+        state = {k: v.contiguous() for k, v in self.network.state_dict().items()}
+        write_atomically(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+        write_text_atomically(folder / MANIFEST, json.dumps(self.manifest(), indent=2, allow_nan=True))
         return folder
 
     @classmethod

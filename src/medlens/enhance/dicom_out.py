@@ -28,6 +28,7 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medlens.errors import GeometryError, MedlensError, UnreadableFileError
+from medlens.files import write_atomically
 
 DERIVED = ["DERIVED", "SECONDARY"]
 
@@ -132,14 +133,10 @@ def derived_dataset(source: DicomSlice, values: np.ndarray, series_uid: str, des
     return ds
 
 
-def write_atomic(ds: FileDataset, path: str | Path, sources: list[Path]) -> Path:
+def write_derived_slice(ds: FileDataset, path: str | Path, sources: list[Path]) -> Path:
     """Write ``ds`` to ``path`` through a temporary file; refuse to overwrite any of ``sources``."""
     path = Path(path)
     for src in sources:
         if path.exists() and src.exists() and os.path.samefile(path, src):
             raise MedlensError(f"{path}: refusing to overwrite an input file; choose another output folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    ds.save_as(partial, enforce_file_format=True)
-    os.replace(partial, path)
-    return path
+    return write_atomically(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medlens.errors import BadArchiveError, GeometryError, MedlensError, MissingPathError
+from medlens.files import write_atomically
 
 KEYS = ("features", "labels", "ids", "feature_names", "meta")
 
@@ -28,13 +28,9 @@ def save_features(path: str | Path, features: np.ndarray, labels: np.ndarray, id
     if not (len(features) == len(labels) == len(ids)) or features.shape[1] != len(feature_names):
         raise GeometryError(f"{path}: {features.shape} features, {len(labels)} labels, {len(ids)} ids and "
                             f"{len(feature_names)} names do not line up")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez_compressed(partial, features=features, labels=np.asarray(labels, dtype=np.int64),
-                        ids=np.asarray(ids).astype(str), feature_names=np.asarray(feature_names, dtype=str),
-                        meta=np.asarray(json.dumps(meta)))
-    os.replace(partial, path)
-    return path
+    arrays = {"features": features, "labels": np.asarray(labels, dtype=np.int64), "ids": np.asarray(ids).astype(str),
+              "feature_names": np.asarray(feature_names, dtype=str), "meta": np.asarray(json.dumps(meta))}
+    return write_atomically(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def load_features(path: str | Path) -> dict[str, Any]:

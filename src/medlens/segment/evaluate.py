@@ -31,6 +31,7 @@ from skimage.segmentation import find_boundaries
 
 from medlens.errors import DatasetError, GeometryError
 from medlens.evaluate.metrics import dice
+from medlens.files import write_atomically, write_text_atomically
 from medlens.segment.datasets import mask_to_target
 from medlens.segment.io import case_name, is_image_file, read_image
 
@@ -125,12 +126,7 @@ def overlay(image: np.ndarray, pred: np.ndarray, true: np.ndarray | None, path: 
     if true is not None:
         rgb[find_boundaries(true, mode="inner")] = (0, 255, 0)
     rgb[find_boundaries(pred, mode="inner")] = (255, 0, 0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return write_atomically(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
 
 def evaluate_cases(preds: dict[str, np.ndarray], cases, n_classes: int = 2,
@@ -208,15 +204,12 @@ def evaluation_card(result: dict[str, Any], data: str | Path, predictions: str |
 def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per case) and ``metrics.json`` (cases and summary)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "metrics.csv", out / "metrics.json"
-    tmp = out / ".tmp-metrics.csv"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in result["cases"] for k in row)))
-        writer.writeheader()
-        writer.writerows(result["cases"])
-    tmp.replace(csv_path)
-    tmp = out / ".tmp-metrics.json"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(json_path)
-    return csv_path, json_path
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in result["cases"] for k in row)))
+            writer.writeheader()
+            writer.writerows(result["cases"])
+
+    return (write_atomically(out / "metrics.csv", write_csv),
+            write_text_atomically(out / "metrics.json", json.dumps(result, indent=2)))

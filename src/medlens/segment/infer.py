@@ -6,7 +6,9 @@ over the identity and a mirror along each axis in ``flip_axes``; a plan trained 
 (``augmentations.rot90``, square in-plane patch) and ``inference.tta_rotations`` averages instead over
 the eight symmetries of the square in the last two axes (four quarter turns, each also mirrored).
 Probabilities are resized back to the input's shape (linear) before the arg-max, so the mask has the
-input's size and geometry.
+input's size and geometry. Every function that takes a model also takes a sequence of models trained
+from one plan (fold or seed models, :func:`medlens.segment.train.load_ensemble`): their softmax outputs
+are averaged for each window and view, as nnU-Net ensembles its cross-validation folds.
 
 An image smaller than the patch along some axis is first padded to the patch size with
 :func:`medlens.segment.plan.pad_value`, exactly as training pads it, and the probabilities are cropped
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ from medlens.segment.instances import INSTANCE_DEFAULTS, labels_from_prediction,
 from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask, write_table
 from medlens.segment.plan import pad_to, pad_value, prepare_image, resize, unpad
 
+Models = Union[torch.nn.Module, Sequence[torch.nn.Module]]  # one network or an ensemble of one plan
 MAX_RESCALES = 2  # extra predictions of an instance-mode image whose objects lie outside the trained sizes
 
 
@@ -52,20 +55,25 @@ def _mean_over_square_symmetries(run, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_probabilities(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray,
+def predict_probabilities(model: Models, plan: dict[str, Any], x: np.ndarray,
                           tta: bool | None = None) -> np.ndarray:
-    """Class probabilities ``(K, ...)`` for a prepared ``(C, ...)`` array."""
+    """Class probabilities ``(K, ...)`` for a prepared ``(C, ...)`` array; for an ensemble, the mean of
+    its members' softmax outputs."""
     inf = plan["inference"]
     tta = inf.get("tta_flips", True) if tta is None else tta
-    device = next(model.parameters()).device
+    members = [model] if isinstance(model, torch.nn.Module) else list(model)
+    device = next(members[0].parameters()).device
     shape = tuple(x.shape[1:])
     x = pad_to(x, tuple(int(p) for p in plan["patch_size"]), pad_value(x))
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
 
     def run(inp: torch.Tensor) -> torch.Tensor:
-        out = sliding_window_inference(inp, plan["patch_size"], int(inf.get("sw_batch_size", 4)), model,
-                                       overlap=float(inf.get("overlap", 0.5)), mode="gaussian")
-        return torch.softmax(out, dim=1)
+        total = torch.zeros(())
+        for member in members:
+            out = sliding_window_inference(inp, plan["patch_size"], int(inf.get("sw_batch_size", 4)), member,
+                                           overlap=float(inf.get("overlap", 0.5)), mode="gaussian")
+            total = total + torch.softmax(out, dim=1)
+        return total / len(members)
 
     if tta and inf.get("tta_rotations") and plan["augmentations"].get("rot90") \
             and plan["patch_size"][-1] == plan["patch_size"][-2]:
@@ -136,19 +144,19 @@ def postprocess(mask: np.ndarray, inference: dict[str, Any]) -> np.ndarray:
     return fill_holes(mask) if inference.get("fill_holes") else mask
 
 
-def segment_prepared(model: torch.nn.Module, plan: dict[str, Any], x: np.ndarray, tta: bool | None = None
+def segment_prepared(model: Models, plan: dict[str, Any], x: np.ndarray, tta: bool | None = None
                      ) -> np.ndarray:
     """Arg-max label map for a prepared array (in the plan's spacing)."""
     return predict_probabilities(model, plan, x, tta).argmax(axis=0)
 
 
-def _segment_once(model: torch.nn.Module, plan: dict[str, Any], image: MedImage, tta: bool | None
+def _segment_once(model: Models, plan: dict[str, Any], image: MedImage, tta: bool | None
                   ) -> tuple[np.ndarray, np.ndarray]:
     prob = resize(predict_probabilities(model, plan, prepare_image(plan, image), tta), image.shape)
     return postprocess(prob.argmax(axis=0).astype(np.int64), plan["inference"]), prob
 
 
-def segment_image(model: torch.nn.Module, plan: dict[str, Any], image: MedImage, tta: bool | None = None,
+def segment_image(model: Models, plan: dict[str, Any], image: MedImage, tta: bool | None = None,
                   return_probabilities: bool = False):
     """Label map ``(*image.shape)`` of an image of any size, in its own geometry.
 
@@ -182,7 +190,7 @@ def write_instances(mask: np.ndarray, image: MedImage, out_dir: Path, name: str,
             write_table(table, out_dir / f"{name}_instances.csv")]
 
 
-def predict_files(model: torch.nn.Module, plan: dict[str, Any], inputs: list[str | Path], out_dir: str | Path,
+def predict_files(model: Models, plan: dict[str, Any], inputs: list[str | Path], out_dir: str | Path,
                   tta: bool | None = None) -> list[Path]:
     """Segment each input (picture, NIfTI, DICOM folder, or a folder of pictures/NIfTI files) and write
     ``out_dir/<name>.png`` or ``.nii.gz`` with the input's geometry; a plan in ``instance`` mask mode

@@ -10,8 +10,6 @@ failed write never leaves a half-written file or replaces a good one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +19,7 @@ from PIL import Image
 
 from medlens.data.readers import read_dicom
 from medlens.errors import EmptyImageError, MissingPathError, UnreadableFileError
+from medlens.files import write_atomically
 from medlens.image import MedImage
 
 PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -99,25 +98,11 @@ def read_image(path: str | Path) -> MedImage:
     raise UnreadableFileError(path, "not a picture (png/tif/jpg), NIfTI (.nii/.nii.gz) or DICOM folder")
 
 
-def _atomic(target: Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``target``, then rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=target.name, dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
 def write_table(columns: dict[str, np.ndarray], target: str | Path) -> Path:
     """Write equal-length columns as a CSV file (temporary name, then rename)."""
     import pandas as pd
 
-    return _atomic(Path(target), lambda p: pd.DataFrame(columns).to_csv(p, index=False))
+    return write_atomically(Path(target), lambda p: pd.DataFrame(columns).to_csv(p, index=False))
 
 
 def mask_suffix(reference: MedImage) -> str:
@@ -145,7 +130,7 @@ def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_clas
         raise UnreadableFileError(target, f"{int(mask.max())} instances do not fit a 16-bit PNG")
     if fmt == "picture":
         out = mask.astype(np.uint16) if instances else mask.astype(np.uint8) * (255 if n_classes == 2 else 1)
-        return _atomic(target, lambda p: Image.fromarray(out).save(p, format="PNG"))
+        return write_atomically(target, lambda p: Image.fromarray(out).save(p, format="PNG"))
     dtype = np.int32 if instances else np.int16
     data = np.transpose(mask.astype(dtype), tuple(range(mask.ndim))[::-1])
     if fmt == "nifti":
@@ -165,4 +150,4 @@ def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_clas
         affine[:3, 3] = lps_to_ras @ np.asarray(reference.origin[::-1], dtype=float)
         img = nib.Nifti1Image(data, affine)
         img.set_qform(affine, 1)
-    return _atomic(target, lambda p: nib.save(img, str(p)))
+    return write_atomically(target, lambda p: nib.save(img, str(p)))

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from medlens.errors import ConfigError, DatasetError, UnreadableFileError
+from medlens.files import write_text_atomically
 from medlens.segment.datasets import SegCase, find_layout
 from medlens.segment.io import is_image_file
 from medlens.segment.instances import INSTANCE_DEFAULTS, diameter_range
@@ -219,12 +220,7 @@ def check_diameter_range(inference: dict[str, Any], where: str = "inference") ->
 
 def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
     """Write ``plan`` as indented JSON (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(plan, indent=2))
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, json.dumps(plan, indent=2))
 
 
 REQUIRED = ("dataset", "fingerprint", "normalization", "target_spacing", "patch_size", "batch_size", "network",

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from medlens.engine.trainer import History, Trainer, TrainConfig
 from medlens.errors import ConfigError, UnreadableFileError
+from medlens.files import write_atomically, write_text_atomically
 from medlens.segment.datasets import SegCase
 from medlens.segment.evaluate import mean_dice
 from medlens.segment.losses import build_loss
@@ -161,13 +162,10 @@ def save_bundle(model: torch.nn.Module, plan: dict[str, Any], out_dir: str | Pat
                 history: History | None = None) -> Path:
     """Write ``plan.json``, ``model.pt`` (state dict) and ``history.json`` into ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     save_plan({k: v for k, v in plan.items() if not k.startswith("_")}, out / "plan.json")
-    tmp = out / ".tmp-model.pt"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(out / "model.pt")
+    write_atomically(out / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
     if history is not None:
-        (out / "history.json").write_text(json.dumps(asdict(history), indent=2))
+        write_text_atomically(out / "history.json", json.dumps(asdict(history), indent=2))
     return out
 
 
@@ -184,3 +182,25 @@ def load_bundle(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]
     except RuntimeError as exc:
         raise ConfigError(f"{weights}: weights do not fit the plan's network ({exc})") from exc
     return model.eval(), plan
+
+
+# What a model reads from its plan: ensemble members must agree on all of it (training may differ).
+MEMBER_PLAN_KEYS = ("dataset", "fingerprint", "normalization", "target_spacing", "patch_size", "network")
+
+
+def load_ensemble(model_dirs: list[str | Path]) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+    """The models of several bundles of one plan (cross-validation folds or training seeds) and the first
+    bundle's plan, whose ``inference`` settings apply to the ensemble.
+
+    Raises :class:`medlens.errors.ConfigError` naming the bundle whose plan differs from the first in a
+    key the network depends on (:data:`MEMBER_PLAN_KEYS`).
+    """
+    if not model_dirs:
+        raise ConfigError("ensemble: no model folders given")
+    models, plans = zip(*(load_bundle(d) for d in model_dirs))
+    for directory, other in zip(model_dirs[1:], plans[1:]):
+        differing = [k for k in MEMBER_PLAN_KEYS if other.get(k) != plans[0].get(k)]
+        if differing:
+            raise ConfigError(f"{directory}: its plan differs from {model_dirs[0]}'s in {', '.join(differing)}; "
+                              "an ensemble needs models trained from one plan")
+    return list(models), plans[0]

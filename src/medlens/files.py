@@ -1,0 +1,36 @@
+"""Atomic file writes: every file medlens writes goes to a hidden temporary name beside its target and is
+then renamed over it (``os.replace``, atomic within one file system).
+
+A crash or a failing writer therefore never leaves half a file at the target, a file already there stays
+intact until the new one is complete, and the temporary file is removed when the writer fails. The
+temporary name ends with the target's name, so writers that choose a format from the suffix (NIfTI's
+``.nii.gz``, NumPy's ``.npz``) write the target's format; it is created by the writer itself, so the file
+gets the usual permissions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``target`` (folders are created).
+
+    Returns ``target``. If ``write`` raises, the temporary file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    try:
+        write(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def write_text_atomically(target: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` with :func:`write_atomically`."""
+    return write_atomically(target, lambda path: path.write_text(text, encoding="utf-8"))
