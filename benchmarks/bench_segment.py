@@ -7,7 +7,7 @@ original resolution → evaluate) and appends one JSON line per result to ``--lo
     python benchmarks/bench_segment.py lidc --folds 5 --epochs 20 --tta 1 --keep central --baseline
     python benchmarks/bench_segment.py isbi --folds 5 --epochs 20
     python benchmarks/bench_segment.py compare --epochs 15
-    python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1 --tta-rotations
+    python benchmarks/bench_segment.py msd --epochs 160 --modality CT --rot90 --elastic-sigma 3 --tta 1 --tta-rotations --seeds 3
     python benchmarks/bench_segment.py nuclei --epochs 200 --channels 32 --tta 1 --select --zoom 0.5 1 2 3
     python benchmarks/bench_segment.py speed
 """
