@@ -28,7 +28,8 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MedlensError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # soft_wrap: the terminal wraps the line; no newline is inserted into a path or a field name
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from exc
 
     return wrapper  # type: ignore[return-value]
