@@ -28,6 +28,7 @@ import torch
 import medlens
 from medlens.config import StudyConfig, parse_config
 from medlens.errors import MedlensError, ModelError
+from medlens.files import write_atomically, write_text_atomically
 from medlens.models.registry import build
 
 FORMAT_VERSION = 1
@@ -192,9 +193,9 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
     params = {k: getattr(model, k) for k in _init_params(model)}
     weights, state = _FAMILIES[name][0](model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, out / WEIGHTS)
-    (out / STATE).write_text(json.dumps(state), encoding="utf-8")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    write_atomically(out / WEIGHTS, lambda tmp: torch.save(tensors, tmp))
+    write_text_atomically(out / STATE, json.dumps(state))
     manifest = {
         "format_version": FORMAT_VERSION,
         "medlens_version": medlens.__version__,
@@ -218,9 +219,9 @@ def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: 
 
         manifest["onnx"] = export_onnx(model, onnx_images, out / ONNX_FILE, temperature)
         files.append(ONNX_FILE)
-    (out / CARD).write_text(model_card(manifest), encoding="utf-8")
+    write_text_atomically(out / CARD, model_card(manifest))
     manifest["files"] = {f: sha256(out / f) for f in files}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_text_atomically(out / MANIFEST, json.dumps(manifest, indent=2))
     return out
 
 

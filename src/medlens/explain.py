@@ -64,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from medlens.errors import ModelError
+from medlens.files import write_atomically
 
 METHODS = ("gradcam", "gradcam++", "occlusion")
 
@@ -393,7 +394,4 @@ def write_overlay(image: np.ndarray, heat: np.ndarray, path: str | Path, title: 
     picture = Image.fromarray(canvas)
     if caption:
         ImageDraw.Draw(picture).text((2, 1), caption, fill=(0, 0, 0), font=_font())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path, format="PNG", compress_level=1)
-    return path
+    return write_atomically(path, lambda tmp: picture.save(tmp, format="PNG", compress_level=1))

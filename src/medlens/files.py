@@ -1,5 +1,7 @@
-"""Atomic file writes: every file medlens writes goes to a hidden temporary name beside its target and is
-then renamed over it (``os.replace``, atomic within one file system).
+"""Atomic file writes: the files medlens writes (bundles, plans, masks, reports, figures, tables,
+checkpoints) go to a hidden temporary name beside their target and are then renamed over it
+(``os.replace``, atomic within one file system). Low-level writers that a caller wraps (``write_nifti``)
+and the ONNX exporter, which may write companion files named after its target, write in place.
 
 A crash or a failing writer therefore never leaves half a file at the target, a file already there stays
 intact until the new one is complete, and the temporary file is removed when the writer fails. The

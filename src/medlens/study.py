@@ -49,7 +49,7 @@ from medlens.evaluate.metrics import classification_metrics
 from medlens.evaluate.operating_points import operating_points, rates_at
 from medlens.evaluate.splits import inner_validation_split, kfold_splits
 from medlens.evaluate.stats import bootstrap_ci, delong_auc_ci, summarize
-from medlens.files import write_text_atomically
+from medlens.files import write_atomically, write_text_atomically
 from medlens.models.registry import build
 from medlens.progress import progress_bar
 
@@ -595,6 +595,4 @@ def write_explanations(explained: dict, folder: Path) -> Path:
     for tile in tiles:
         column.paste(tile, (0, top))
         top += tile.height
-    out = folder.with_suffix(".png")
-    column.save(out)
-    return out
+    return write_atomically(folder.with_suffix(".png"), lambda tmp: column.save(tmp, format="PNG"))

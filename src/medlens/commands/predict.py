@@ -8,6 +8,7 @@ import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import ConfigError
+from medlens.files import write_atomically
 
 FEW_INPUTS = 4
 
@@ -69,8 +70,7 @@ def predict(
         if explain is not None:
             _write_explanations(loaded, prepared, table, explain, method)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
         console.print(f"wrote {out}: {len(table)} rows, {int(table['error'].notna().sum())} errors", highlight=False)
     else:
         typer.echo(table.to_csv(index=False))

@@ -24,6 +24,7 @@ import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import DatasetError
+from medlens.files import write_text_atomically
 from medlens.segment.datasets import MASK_MODES, load_folder
 from medlens.segment.instances import DEFAULT_H, INSTANCE_DEFAULTS, score_instances
 
@@ -186,7 +187,7 @@ def evaluate(
         n_true = sum(r["n_true"] for r in per_instance)
         result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
     write_report(result, out)
-    (out / "evaluation_card.md").write_text(evaluation_card(result, data, predictions), encoding="utf-8")
+    write_text_atomically(out / "evaluation_card.md", evaluation_card(result, data, predictions))
     if not quiet_requested(quiet):
         s = result["summary"]
         console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())

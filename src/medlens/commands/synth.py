@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.files import write_atomically
 from medlens.errors import ConfigError, MissingPathError
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
@@ -121,9 +122,11 @@ def sample(model: Path = typer.Argument(..., help="GAN folder written by `medlen
     images, labels = gan.sample(n, label=label, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "npz":
-        np.savez_compressed(out / "samples.npz", images=images, labels=labels, label_names=np.array(gan.labels))
+        write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
+            tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
     else:
         for i, (image, y) in enumerate(zip(images, labels)):
             pixels = (np.clip(image[0], 0, 1) * 255).round().astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(out / f"{i:05d}_{gan.labels[y]}.png")
+            picture = Image.fromarray(pixels, mode="L")
+            write_atomically(out / f"{i:05d}_{gan.labels[y]}.png", lambda tmp: picture.save(tmp, format="PNG"))
     console.print(f"{n} image(s) written to {out}")

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from medlens.errors import ConfigError
 from medlens.evaluate.calibration import expected_calibration_error, reliability_curve
 from medlens.evaluate.metrics import classification_metrics, roc_points
+from medlens.files import write_atomically
 
 #: Okabe-Ito colours, black left out (used for references and the chance line).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -47,10 +48,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    return path
+    # the temporary name ends with the target's, so savefig picks the format from the suffix as before
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=DPI))
 
 
 def _oof_arrays(name: str, entry: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from medlens.errors import MissingPathError, UnreadableFileError
+from medlens.files import write_text_atomically
 from medlens.report.model_card import DEFAULT_INTENDED_USE, STUDY_LIMITATIONS, format_value, study_model_card
 from medlens.report.tables import folds_table, metrics_table, per_class_table
 
@@ -295,9 +296,7 @@ def write_report(results: dict, out_dir: str | Path, figures: Mapping[str, Path]
         + extra
         + _model_card(results)
         + _provenance(results))
-    path = out / "report.html"
-    path.write_text(_page(title, body), encoding="utf-8")
-    return path
+    return write_text_atomically(out / "report.html", _page(title, body))
 
 
 def _page(title: str, body: str) -> str:
@@ -318,7 +317,4 @@ def write_tables_page(title: str, tables: Mapping[str, pd.DataFrame], figures: M
     body = (f"<h1>{escape(title)}</h1>" + _paragraphs(notes)
             + "".join(f"<h2>{escape(caption)}</h2>" + _table(frame, index=False) for caption, frame in tables.items())
             + _figures(figures))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page(title, body), encoding="utf-8")
-    return path
+    return write_text_atomically(path, _page(title, body))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from medlens.files import write_atomically, write_text_atomically
+
 #: (row label, key in ``summary`` / ``reference``) in table order; train time is handled apart.
 METRIC_ROWS: tuple[tuple[str, str], ...] = (
     ("SE", "sensitivity"),
@@ -198,8 +200,6 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     Returns the two paths (markdown, csv).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md_path, csv_path = out / "table.md", out / "table.csv"
-    md_path.write_text(to_markdown(metrics_table(results)), encoding="utf-8")
-    metrics_numeric(results).to_csv(csv_path, float_format="%.6g")
-    return md_path, csv_path
+    numeric = metrics_numeric(results)
+    return (write_text_atomically(out / "table.md", to_markdown(metrics_table(results))),
+            write_atomically(out / "table.csv", lambda tmp: numeric.to_csv(tmp, float_format="%.6g")))

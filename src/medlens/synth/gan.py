@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from medlens.errors import ConfigError, MissingPathError, UnreadableFileError
+from medlens.files import write_atomically, write_text_atomically
 
 KINDS = ("dcgan", "wgan-gp")
 SIZES = {28: (7, 2), 64: (4, 4)}  # image size -> (first map size, number of 2x upsamplings)
@@ -280,9 +281,8 @@ class GAN:
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write ``generator.pt``, ``discriminator.pt`` and ``manifest.json`` into ``folder``."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.generator.state_dict(), folder / "generator.pt")
-        torch.save(self.discriminator.state_dict(), folder / "discriminator.pt")
+        write_atomically(folder / "generator.pt", lambda tmp: torch.save(self.generator.state_dict(), tmp))
+        write_atomically(folder / "discriminator.pt", lambda tmp: torch.save(self.discriminator.state_dict(), tmp))
         h = self.history
         manifest = {
             "format": "medlens-gan/1",
@@ -294,7 +294,7 @@ class GAN:
                         "g_loss_last100": float(np.mean(h.g_loss[-100:])) if h.g_loss else None},
             **(extra or {}),
         }
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=2))
         return folder
 
     @classmethod
@@ -333,7 +333,5 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:
     for i, img in enumerate(images):
         r, c = divmod(i, columns)
         grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, c * (w + 2) + 1:c * (w + 2) + 1 + w] = img
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8), mode="L").save(path)
-    return path
+    picture = Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8), mode="L")
+    return write_atomically(path, lambda tmp: picture.save(tmp))  # format from the suffix, which tmp keeps

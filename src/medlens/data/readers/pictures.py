@@ -17,6 +17,7 @@ from PIL import Image
 
 from medlens.data.readers._checks import existing_file
 from medlens.errors import EmptyImageError, UnreadableFileError
+from medlens.files import write_atomically
 from medlens.image import MedImage
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -101,7 +102,5 @@ def write_png(array2d: np.ndarray, path: str | Path) -> Path:
         array = array.astype(np.uint8) * 255
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png needs bool, uint8 or uint16 data, got {array.dtype}; scale it first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
-    return path
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    return write_atomically(path, lambda tmp: picture.save(tmp, format="PNG"))
