@@ -216,7 +216,8 @@ def msd(args):
         splits = [(train[:size * f] + train[size * (f + 1):], train[size * f:size * (f + 1)]) for f in range(args.cv)]
     else:
         splits = [(train, load_folder(root / "test_patches.npz"))]
-    rows, post_rows, rotation_rows, member_rows = [], {}, [], []
+    where = f"cv {args.cv} folds inside val patches" if args.cv else "test"
+    rows, variants = [], {}  # (summary, fields as JSON) -> case rows of the same models scored another way
     for fit, test in splits:
         plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
         if args.dataset_zscore:
@@ -230,13 +231,19 @@ def msd(args):
         preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
         res = evaluate_cases(preds, test)
         rows += res["cases"]
+        others = []
         if len(members) > 1:  # the first member alone, on the same patches
-            member_rows.extend(evaluate_cases({c.case_id: segment_image(members[0], plan, c.image) for c in test},
-                                              test)["cases"])
+            others.append((f"msd {where}: first member of the {args.seeds}-seed ensemble alone", {},
+                           {c.case_id: segment_image(members[0], plan, c.image) for c in test}))
         if args.compare_rotations:  # the same models, predicted with the other test-time augmentation
             other = other_rotation_tta(plan, args)
-            rotation_rows.extend(evaluate_cases({c.case_id: segment_image(model, other, c.image) for c in test},
-                                                test)["cases"])
+            others.append((f"msd {where}", {"tta_rotations": not args.tta_rotations},
+                           {c.case_id: segment_image(model, other, c.image) for c in test}))
+        for post in POST_GRID if args.post_grid else []:
+            others.append((f"msd {where}", {"postprocessing": post},
+                           {k: postprocess(v, post) for k, v in preds.items()}))
+        for summary, fields, other_preds in others:
+            variants.setdefault((summary, json.dumps(fields)), []).extend(evaluate_cases(other_preds, test)["cases"])
         log(args, {"stage": "cv fold" if args.cv else "test", "train_seconds": sum(h.seconds for h in histories),
                    "steps": histories[0].steps, "ensemble_seeds": args.seeds,
                    "tta": bool(args.tta), "tta_rotations": bool(args.tta_rotations),
@@ -244,22 +251,11 @@ def msd(args):
                    "normalization": plan["normalization"]["scheme"], "dataset_zscore": args.dataset_zscore,
                    "augmentations": plan["augmentations"], "postprocessing": post_settings(plan["inference"]),
                    **{k: v for k, v in res["summary"].items()}})
-        for i, post in enumerate(POST_GRID if args.post_grid else []):
-            post_rows.setdefault(i, []).extend(
-                evaluate_cases({k: postprocess(v, post) for k, v in preds.items()}, test)["cases"])
-    if member_rows:
-        log(args, {"summary": f"msd {'cv %d folds inside val patches' % args.cv if args.cv else 'test'}: "
-                              f"first member of the {args.seeds}-seed ensemble alone", **summarize(member_rows)})
     if args.cv:
-        log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "ensemble_seeds": args.seeds,
-                   "tta_rotations": bool(args.tta_rotations),
+        log(args, {"summary": f"msd {where}", "ensemble_seeds": args.seeds, "tta_rotations": bool(args.tta_rotations),
                    "postprocessing": post_settings(plan["inference"]), **summarize(rows)})
-        if rotation_rows:
-            log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "tta_rotations": not args.tta_rotations,
-                       **summarize(rotation_rows)})
-        for i, post_case_rows in post_rows.items():
-            log(args, {"summary": f"msd cv {args.cv} folds inside val patches", "postprocessing": POST_GRID[i],
-                       **summarize(post_case_rows)})
+    for (summary, fields), variant_rows in variants.items():
+        log(args, {"summary": summary, **json.loads(fields), **summarize(variant_rows)})
 
 
 POST_GRID = [{"min_component_size": n, "keep_component": keep} for keep in (None, "central")
