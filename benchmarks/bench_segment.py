@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medlens.engine.trainer import History
 from medlens.evaluate.splits import kfold_splits
 from medlens.image import MedImage
 from medlens.segment.datasets import SegCase, case_groups, load_folder
@@ -32,7 +33,7 @@ from medlens.segment.instances import diameter_range, score_instances
 from medlens.segment.losses import build_loss
 from medlens.segment.networks import count_parameters
 from medlens.segment.plan import add_augmentations, make_plan, prepare_case, resize
-from medlens.segment.train import PatchDataset, build_model, train_segmenter
+from medlens.segment.train import PatchDataset, build_model, load_bundle, save_bundle, train_segmenter
 
 DATA = Path(os.environ.get("MEDLENS_DATA", "/work/shared/data"))
 
@@ -66,14 +67,31 @@ def other_rotation_tta(plan: dict, args) -> dict:
     return {**plan, "inference": {**plan["inference"], "tta_rotations": not args.tta_rotations}}
 
 
-def train_members(args, plan: dict, cases) -> tuple[list, list]:
+def train_members(args, plan: dict, cases, folder: str) -> tuple[list, list]:
     """``--seeds N`` models trained from ``plan`` with training seeds ``seed .. seed + N - 1`` on ``cases``,
-    and their histories (one model, the plan's own seed, by default)."""
+    and their histories (one model, the plan's own seed, by default).
+
+    With ``--models DIR`` each member is kept as a bundle in ``DIR/<folder>/seed<k>``, and a member whose
+    bundle is already there is loaded instead of trained again, so a later run with more ``--seeds`` trains
+    only the new members. A bundle saved from another plan (other data, fold or settings) stops the run."""
     members, histories = [], []
     for offset in range(args.seeds):
         p = json.loads(json.dumps(plan))
         p["training"]["seed"] = int(plan["training"].get("seed", 0)) + offset
-        model, history = train_segmenter(p, cases)
+        where = Path(args.models) / folder / f"seed{p['training']['seed']}" if args.models else None
+        if where is not None and (where / "model.pt").is_file():
+            model, saved = load_bundle(where)
+            wanted = json.loads(json.dumps(p))
+            differing = sorted(k for k in wanted.keys() | saved.keys()
+                               if not k.startswith("_") and wanted.get(k) != saved.get(k))
+            if differing:
+                raise SystemExit(f"{where}: saved with another plan (differs in {', '.join(differing)}); "
+                                 "give another --models folder")
+            history = History(**json.loads((where / "history.json").read_text()))
+        else:
+            model, history = train_segmenter(p, cases)
+            if where is not None:
+                save_bundle(model, p, where, history)
         members.append(model)
         histories.append(history)
     return members, histories
@@ -96,7 +114,7 @@ def run_cv(args, cases, plan, strat, folds: int, network: str | None = None, fol
         if fold_ids is not None and f not in fold_ids:
             continue
         p = configure(json.loads(json.dumps(plan)), args, network)
-        members, histories = train_members(args, p, [cases[i] for i in tr])
+        members, histories = train_members(args, p, [cases[i] for i in tr], f"{args.cmd}/fold{f}")
         model = ensemble_of(members)
         t0 = time.perf_counter()
         preds, foreground = {}, []
@@ -218,7 +236,7 @@ def msd(args):
         splits = [(train, load_folder(root / "test_patches.npz"))]
     where = f"cv {args.cv} folds inside val patches" if args.cv else "test"
     rows, variants = [], {}  # (summary, fields as JSON) -> case rows of the same models scored another way
-    for fit, test in splits:
+    for fold, (fit, test) in enumerate(splits):
         plan = configure(make_plan(fit, root / "val_patches.npz", modality=args.modality), args)
         if args.dataset_zscore:
             values = np.concatenate([c.image.array.ravel() for c in fit])
@@ -226,7 +244,7 @@ def msd(args):
                                      "mean": float(values.mean()), "std": float(values.std())}
         if args.min_component_size or args.keep:
             plan["inference"].update(min_component_size=args.min_component_size, keep_component=args.keep)
-        members, histories = train_members(args, plan, fit)
+        members, histories = train_members(args, plan, fit, f"msd/cv{args.cv}-fold{fold}" if args.cv else "msd/test")
         model = ensemble_of(members)
         preds = {c.case_id: segment_image(model, plan, c.image) for c in test}
         res = evaluate_cases(preds, test)
@@ -419,6 +437,8 @@ def main():
                     help="msd --cv: also score every post-processing of POST_GRID on the same predictions")
     ap.add_argument("--min-component-size", type=int, default=0,
                     help="msd: drop predicted components smaller than this (plan inference.min_component_size)")
+    ap.add_argument("--models", help="keep each fold's members as bundles under this folder and reuse those "
+                                     "already there (a later run with more --seeds trains only the new ones)")
     ap.add_argument("--log", default="benchmarks/results/segment_runs.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
