@@ -79,7 +79,7 @@ def train_members(args, plan: dict, cases, folder: str) -> tuple[list, list]:
         p = json.loads(json.dumps(plan))
         p["training"]["seed"] = int(plan["training"].get("seed", 0)) + offset
         where = Path(args.models) / folder / f"seed{p['training']['seed']}" if args.models else None
-        if where is not None and (where / "model.pt").is_file():
+        if where is not None and all((where / name).is_file() for name in ("model.pt", "history.json")):
             model, saved = load_bundle(where)
             wanted = json.loads(json.dumps(p))
             differing = sorted(k for k in wanted.keys() | saved.keys()
