@@ -46,11 +46,12 @@ def out_of_fold(data, settings: dict, members: int, offset: int, folds: int = 5)
     probs = np.zeros((members, len(train_idx)))
     splits = StratifiedKFold(folds, shuffle=True, random_state=0).split(train_idx, labels)
     for f, (fit, held) in enumerate(splits):
+        fit_data, held_data = data.subset(train_idx[fit]), data.subset(train_idx[held])
         for m in range(members):
             model = build("cnn", arch="resnet", class_weight=None, **settings, progress=False,
                           seed=100 * f + m + 1000 * offset)
-            model.fit(data.subset(train_idx[fit]), val)
-            probs[m, held] = np.asarray(model.predict_proba(data.subset(train_idx[held])))[:, 1]
+            model.fit(fit_data, val)
+            probs[m, held] = np.asarray(model.predict_proba(held_data))[:, 1]
     return probs, labels
 
 

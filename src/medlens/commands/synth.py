@@ -24,8 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medlens.commands._common import console, quiet_requested, reports_errors
-from medlens.files import write_atomically
 from medlens.errors import ConfigError, MissingPathError
+from medlens.files import write_atomically
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
                   no_args_is_help=True)
@@ -112,21 +112,17 @@ def sample(model: Path = typer.Argument(..., help="GAN folder written by `medlen
            fmt: str = typer.Option("png", "--format", help="png (one file per image) or npz (images + labels)."),
            seed: int = typer.Option(0, "--seed", help="Noise seed; same seed, same images.")) -> None:
     """Draw labelled images from a trained GAN: PNG files `<i>_<label>.png` or one `samples.npz`."""
-    from PIL import Image
-
+    from medlens.data.readers.pictures import write_png
     from medlens.synth.gan import GAN
 
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format: unknown {fmt!r}; use png or npz")
     gan = GAN.load(model)
     images, labels = gan.sample(n, label=label, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
     if fmt == "npz":
         write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
             tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
     else:
         for i, (image, y) in enumerate(zip(images, labels)):
-            pixels = (np.clip(image[0], 0, 1) * 255).round().astype(np.uint8)
-            picture = Image.fromarray(pixels, mode="L")
-            write_atomically(out / f"{i:05d}_{gan.labels[y]}.png", lambda tmp: picture.save(tmp, format="PNG"))
+            write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8), out / f"{i:05d}_{gan.labels[y]}.png")
     console.print(f"{n} image(s) written to {out}")
