@@ -1,0 +1,96 @@
+"""How well can the default study's labels be predicted from what the radiologists themselves described?
+
+The LIDC-IDRI malignancy label is the readers' own 1–5 rating (1–2 benign, 4–5 malignant, 3 left out).
+The same readers also rated eight semantic characteristics of each nodule (calcification, internal
+structure, lobulation, margin, sphericity, spiculation, subtlety, texture; the ``*_value`` columns of
+``MetadatabyNoduleMaxVoting.csv``). A classifier given those ratings and the diameter sees the features the
+readers based their malignancy rating on, described by the readers, so its score is an optimistic
+reference for an image-only model: it is *not* a model medlens offers (the ratings are not available for a
+new scan), only a measure of how much of the label the readers' descriptions explain.
+
+Every row uses the study's own folds (:func:`medlens.study.make_folds` on ``configs/lidc_nodules.yaml``:
+10-fold stratified, grouped by patient, seed 0) and fits on each fold's train + inner-validation part.
+Models: logistic regression on standardised inputs (C = 0.3) and extra trees (500 trees, leaves ≥ 3).
+Prints a Markdown table (fold mean ± s.d. of AUC and of accuracy at 0.5) and appends one JSON line per row
+to ``--out``. Run from the repository root::
+
+    MEDLENS_DATA=../shared/data .venv/bin/python benchmarks/lidc_label_ceiling.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import ExtraTreesClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from medlens.config import load_config
+from medlens.data.builders import LIDC_METADATA
+from medlens.study import load_dataset, make_folds
+
+SEMANTIC = ["Calcification_value", "InternalStructure_value", "Lobulation_value", "Margin_value",
+            "Sphericity_value", "Spiculation_value", "Subtlety_value", "Texture_value"]
+
+MODELS = {
+    "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000)),
+    "extra_trees": lambda: ExtraTreesClassifier(n_estimators=500, min_samples_leaf=3, random_state=0),
+}
+
+
+def fold_scores(x: np.ndarray, y: np.ndarray, folds, make_model) -> tuple[np.ndarray, np.ndarray]:
+    """Per-fold test AUC and accuracy at 0.5 of ``make_model()`` fitted on each fold's train + val part."""
+    aucs, accs = [], []
+    for fold in folds:
+        fit = np.concatenate([fold.train, fold.val])
+        p = make_model().fit(x[fit], y[fit]).predict_proba(x[fold.test])[:, 1]
+        aucs.append(roc_auc_score(y[fold.test], p))
+        accs.append(accuracy_score(y[fold.test], p >= 0.5))
+    return np.array(aucs), np.array(accs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/lidc_nodules.yaml")
+    ap.add_argument("--out", default="benchmarks/results/lidc_ceiling.jsonl")
+    args = ap.parse_args()
+
+    config = load_config(Path(args.config))
+    data = load_dataset(config)
+    folds = make_folds(data, config, config.protocol.folds)
+    sheet = pd.read_csv(Path(data.meta["source"]) / LIDC_METADATA)
+    sheet.index = [f"{p}_R_{n}" for p, n in zip(sheet["patient_id"], sheet["nodule_id"])]
+    sheet = sheet.loc[data.ids]
+    names = data.meta["feature_names"]
+    image = data.features[:, [i for i, n in enumerate(names) if n.startswith(("shape_", "hu_"))]]
+    diameter = sheet[["diameter_mm"]].to_numpy(float)
+    semantic = sheet[SEMANTIC].to_numpy(float)
+    inputs = {
+        "diameter": diameter,
+        "diameter + calcification + margin ratings": np.hstack([diameter, sheet[["Calcification_value",
+                                                                                   "Margin_value"]].to_numpy(float)]),
+        "diameter + image shape/HU features (bp_radiomics inputs without Gabor)": np.hstack([diameter, image]),
+        "diameter + 8 semantic ratings": np.hstack([diameter, semantic]),
+        "diameter + 8 semantic ratings + image shape/HU": np.hstack([diameter, semantic, image]),
+    }
+    print(f"{len(data)} nodules, {len(np.unique(data.groups))} patients, {len(folds)} folds\n")
+    print("| inputs | model | AUC | ACC |\n|---|---|---|---|")
+    with open(args.out, "a") as log:
+        for label, x in inputs.items():
+            for model_name, make_model in MODELS.items():
+                auc, acc = fold_scores(x, data.labels, folds, make_model)
+                print(f"| {label} | {model_name} | {auc.mean():.3f} ± {auc.std(ddof=1):.3f} "
+                      f"| {acc.mean():.3f} ± {acc.std(ddof=1):.3f} |", flush=True)
+                log.write(json.dumps({"inputs": label, "model": model_name, "auc": auc.round(4).tolist(),
+                                      "acc": acc.round(4).tolist(), "auc_mean": round(float(auc.mean()), 4),
+                                      "acc_mean": round(float(acc.mean()), 4)}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
