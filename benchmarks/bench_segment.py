@@ -81,9 +81,7 @@ def train_members(args, plan: dict, cases, folder: str) -> tuple[list, list]:
         where = Path(args.models) / folder / f"seed{p['training']['seed']}" if args.models else None
         if where is not None and all((where / name).is_file() for name in ("model.pt", "history.json")):
             model, saved = load_bundle(where)
-            wanted = json.loads(json.dumps(p))
-            differing = sorted(k for k in wanted.keys() | saved.keys()
-                               if not k.startswith("_") and wanted.get(k) != saved.get(k))
+            differing = sorted(k for k in p.keys() | saved.keys() if not k.startswith("_") and p.get(k) != saved.get(k))
             if differing:
                 raise SystemExit(f"{where}: saved with another plan (differs in {', '.join(differing)}); "
                                  "give another --models folder")

@@ -32,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medlens.config import load_config
-from medlens.data.builders import LIDC_METADATA
+from medlens.data.builders import LIDC_METADATA, lidc_stems
 from medlens.study import load_dataset, make_folds
 
 SEMANTIC = ["Calcification_value", "InternalStructure_value", "Lobulation_value", "Margin_value",
@@ -65,7 +65,7 @@ def main() -> None:
     data = load_dataset(config)
     folds = make_folds(data, config, config.protocol.folds)
     sheet = pd.read_csv(Path(data.meta["source"]) / LIDC_METADATA)
-    sheet.index = [f"{p}_R_{n}" for p, n in zip(sheet["patient_id"], sheet["nodule_id"])]
+    sheet.index = lidc_stems(sheet)
     sheet = sheet.loc[data.ids]
     names = data.meta["feature_names"]
     image = data.features[:, [i for i, n in enumerate(names) if n.startswith(("shape_", "hu_"))]]

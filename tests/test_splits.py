@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import need
+from medlens.data.builders import lidc_stems
 from medlens.errors import ConfigError
 from medlens.evaluate import splits
 
@@ -16,7 +17,7 @@ def lidc(data_root):
     """Benign/malignant labels and patient ids of the 994 LIDC nodules that have a VOI file."""
     root = need(data_root, "lidc_idri_nodule_vois")
     table = pd.read_csv(root / "MetadatabyNoduleMaxVoting.csv")
-    has_voi = [(root / "image" / f"{p}_R_{n}.nii.gz").is_file() for p, n in zip(table.patient_id, table.nodule_id)]
+    has_voi = [(root / "image" / f"{stem}.nii.gz").is_file() for stem in lidc_stems(table)]
     table = table[has_voi]
     assert len(table) == 994 and table.patient_id.nunique() == 551
     return table.Diagnosis_value.to_numpy(), table.patient_id.to_numpy()

@@ -117,6 +117,11 @@ def lidc_malignancy_label(score: int) -> int | None:
     return None
 
 
+def lidc_stems(table: pd.DataFrame) -> list[str]:
+    """The VOI file stem ``<patient_id>_R_<nodule_id>`` of each row of the LIDC metadata sheet."""
+    return [f"{p}_R_{n}" for p, n in zip(table["patient_id"], table["nodule_id"])]
+
+
 @register_builder("lidc_nodules")
 def lidc_nodules(
     root: Path,
@@ -146,7 +151,7 @@ def lidc_nodules(
         raise DatasetError(f"{root}: no {LIDC_METADATA}; is this the lidc_idri_nodule_vois folder?")
     table = pd.read_csv(sheet)
     table["label"] = [lidc_malignancy_label(int(s)) for s in table["Malignancy_value"]]
-    table["stem"] = [f"{p}_R_{n}" for p, n in zip(table["patient_id"], table["nodule_id"])]
+    table["stem"] = lidc_stems(table)
     table = table[table["label"].notna()]
     table = table[[(root / "image" / f"{s}.nii.gz").is_file() for s in table["stem"]]]
     if max_samples is not None and max_samples < len(table):
