@@ -32,11 +32,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medlens.config import load_config
-from medlens.data.builders import LIDC_METADATA, lidc_stems
+from medlens.data.builders import LIDC_METADATA, LIDC_SEMANTIC_RATINGS, lidc_stems
 from medlens.study import load_dataset, make_folds
-
-SEMANTIC = ["Calcification_value", "InternalStructure_value", "Lobulation_value", "Margin_value",
-            "Sphericity_value", "Spiculation_value", "Subtlety_value", "Texture_value"]
 
 MODELS = {
     "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000)),
@@ -70,7 +67,7 @@ def main() -> None:
     names = data.meta["feature_names"]
     image = data.features[:, [i for i, n in enumerate(names) if n.startswith(("shape_", "hu_"))]]
     diameter = sheet[["diameter_mm"]].to_numpy(float)
-    semantic = sheet[SEMANTIC].to_numpy(float)
+    semantic = sheet[list(LIDC_SEMANTIC_RATINGS)].to_numpy(float)
     inputs = {
         "diameter": diameter,
         "diameter + calcification + margin ratings": np.hstack([diameter, sheet[["Calcification_value",

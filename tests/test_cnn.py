@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, ModelError
 from medlens.models.cnn import cifar_resnet, compact_cnn, flip_augment, shift_augment
+from medlens.models.losses import AuxiliaryTargetLoss
 from medlens.models.registry import build
 
 from conftest import need
@@ -111,3 +112,49 @@ def test_cnn_config_errors():
         build("cnn", lr=0)
     with pytest.raises(ModelError, match="images must be"):
         build("cnn").fit(ArrayDataset(images=np.zeros((40, 28, 28), np.float32), labels=np.arange(40) % 2))
+
+
+def test_auxiliary_loss_is_class_loss_plus_weighted_squared_error_of_observed_targets():
+    outputs = torch.tensor([[2.0, -1.0, 0.5, 3.0], [0.0, 1.0, -2.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    targets = torch.tensor([[0.0, 1.0, float("nan")], [1.0, -1.0, 2.0], [1.0, float("nan"), float("nan")]])
+    loss = AuxiliaryTargetLoss(torch.nn.CrossEntropyLoss(), n_classes=2, weight=0.5)(outputs, targets)
+    ce = torch.nn.functional.cross_entropy(outputs[:, :2], torch.tensor([0, 1, 1]))
+    squared = [(0.5 - 1.0) ** 2, (-2.0 + 1.0) ** 2, (1.0 - 2.0) ** 2]  # the three observed targets only
+    assert float(loss) == pytest.approx(float(ce) + 0.5 * np.mean(squared), rel=1e-6)
+
+
+def test_auxiliary_targets_on_lidc_nodules(data_root, monkeypatch):
+    """The readers' semantic ratings ride along as auxiliary targets: the network learns them (subtlety, how
+    conspicuous the nodule is, ranks held-out nodules with Spearman ρ ≈ 0.6 for seeds 0 and 1 at 12 and 24
+    epochs; an untrained head gives ≈ 0), and cutting their outputs leaves the class logits."""
+    from scipy.stats import spearmanr
+
+    from medlens.data.builders import LIDC_SEMANTIC_RATINGS, lidc_nodules
+    from medlens.models import cnn
+
+    data = lidc_nodules(need(data_root, "lidc_idri_nodule_vois"), spacing=2.0, size=16, max_samples=240, seed=0)
+    assert data.aux.shape == (240, len(LIDC_SEMANTIC_RATINGS)) and len(data.meta["aux_names"]) == data.aux.shape[1]
+    assert np.nanmin(data.aux) >= 1 and np.nanmax(data.aux) <= 6  # 1–5 ratings (calcification 1–6)
+    order = np.random.default_rng(0).permutation(len(data))
+    train, val, test = data.subset(order[:150]), data.subset(order[150:190]), data.subset(order[190:])
+
+    kept, cut_outputs = [], cnn.keep_class_outputs
+    monkeypatch.setattr(cnn, "keep_class_outputs", lambda network, k: kept.append(k))
+    model = build("cnn", width=8, epochs=12, patience=None, auxiliary_weight=1.0, progress=False).fit(train, val)
+    assert kept == [2] and model.network_[-1].out_features == 2 + data.aux.shape[1]
+    full = model.trainer_.predict(model.standardise(torch.from_numpy(test.images)))
+    subtlety = data.meta["aux_names"].index("subtlety")
+    rho = spearmanr(full[:, 2 + subtlety].numpy(), test.aux[:, subtlety]).statistic
+    assert rho > 0.4
+
+    cut_outputs(model.network_, 2)
+    assert model.network_[-1].out_features == 2
+    np.testing.assert_allclose(model.predict_proba(test), torch.softmax(full[:, :2].double(), 1).numpy(), atol=1e-6)
+
+
+def test_auxiliary_weight_errors(data_root):
+    with pytest.raises(ConfigError, match="auxiliary_weight"):
+        build("cnn", auxiliary_weight=-1)
+    train, val, _ = load(need(data_root, "medmnist/breastmnist.npz"))
+    with pytest.raises(ConfigError, match="no auxiliary targets"):
+        build("cnn", auxiliary_weight=0.5, epochs=1).fit(train, val)

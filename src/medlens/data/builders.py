@@ -103,6 +103,9 @@ def medmnist(root: Path, name: str | None = None, max_per_split: int | None = No
 # LIDC-IDRI nodule volumes of interest
 # --------------------------------------------------------------------------------------------------
 LIDC_METADATA = "MetadatabyNoduleMaxVoting.csv"
+#: The readers' semantic ratings of each nodule (columns of the metadata sheet): auxiliary targets, never inputs.
+LIDC_SEMANTIC_RATINGS = ("Calcification_value", "InternalStructure_value", "Lobulation_value", "Margin_value",
+                         "Sphericity_value", "Spiculation_value", "Subtlety_value", "Texture_value")
 
 
 def lidc_malignancy_label(score: int) -> int | None:
@@ -142,6 +145,9 @@ def lidc_nodules(
 
     Tabular features: ``diameter_mm`` (the readers' diameter, from the metadata sheet) and radiomic
     shape and intensity features of the mask (:func:`medlens.preprocess.radiomics.mask_features`).
+    Auxiliary targets (``aux``, training only): the readers' eight semantic ratings
+    (:data:`LIDC_SEMANTIC_RATINGS`: calcification, internal structure, lobulation, margin, sphericity,
+    spiculation, subtlety, texture).
     """
     from medlens.data.readers import read_nifti
     from medlens.preprocess.voi import lesion_cube
@@ -183,9 +189,11 @@ def lidc_nodules(
         groups=np.array([r.patient_id for r in used]),
         features=frame.to_numpy(np.float32),
         ids=np.array([r.stem for r in used]),
+        aux=np.array([[getattr(r, c) for c in LIDC_SEMANTIC_RATINGS] for r in used], dtype=np.float32),
         meta={
             "labels": ["benign", "malignant"],
             "feature_names": list(frame.columns),
+            "aux_names": [c.removesuffix("_value").lower() for c in LIDC_SEMANTIC_RATINGS],
             "spacing": target,
             "channels": ["ct_" + window] + (["nodule_mask"] if mask_channel else []),
             "label_rule": "median malignancy 1-2 benign, 4-5 malignant, 3 left out",

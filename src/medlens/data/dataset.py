@@ -28,6 +28,11 @@ class ArrayDataset:
     split : np.ndarray, optional
         ``(N,)`` the official split of each sample (``"train"``, ``"val"``, ``"test"``) where the
         data publishes one.
+    aux : np.ndarray, optional
+        ``(N, A)`` float auxiliary targets (e.g. the radiologists' semantic ratings of each nodule), named
+        by ``meta["aux_names"]``, NaN where missing: what a model may learn to predict beside the label
+        during training (:class:`~medlens.models.cnn.CNNClassifier` ``auxiliary_weight``). Never a model
+        input, so a model that uses them needs nothing but the image at prediction time.
     meta : dict
         ``labels`` (class names), ``spacing``, ``source_md5``, ``feature_names`` and the like.
     """
@@ -39,11 +44,12 @@ class ArrayDataset:
     meta: dict[str, Any] = field(default_factory=dict)
     ids: np.ndarray | None = None
     split: np.ndarray | None = None
+    aux: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
         n = len(self.labels)
-        for name in ("images", "groups", "features", "ids", "split"):
+        for name in ("images", "groups", "features", "ids", "split", "aux"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"ArrayDataset: {name} has {len(value)} rows but labels has {n}")
@@ -67,4 +73,5 @@ class ArrayDataset:
             meta=self.meta,
             ids=None if self.ids is None else self.ids[index],
             split=None if self.split is None else self.split[index],
+            aux=None if self.aux is None else self.aux[index],
         )

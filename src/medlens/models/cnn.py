@@ -15,7 +15,10 @@ flips along every axis and, for volumes, 90° in-plane rotations; ``"shift"``: l
 translations, for radiographs and ultrasound whose up-down orientation is fixed), and early stopping on an
 inner validation split (stratified and group-aware, :func:`medlens.evaluate.splits.inner_validation_split`,
 from the training set when no ``val`` is given) scored by AUC
-for binary tasks and accuracy otherwise.
+for binary tasks and accuracy otherwise. With ``auxiliary_weight`` > 0 the network also learns to predict
+the dataset's auxiliary targets (``ArrayDataset.aux``, e.g. the readers' semantic ratings of a nodule;
+:class:`~medlens.models.losses.AuxiliaryTargetLoss`); their outputs are removed after training, so the
+fitted network, its bundle and its ONNX graph take the image alone and give the class logits.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.engine.trainer import Trainer, TrainConfig
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.splits import inner_validation_split
-from medlens.models.losses import LOSSES, classification_loss
+from medlens.models.losses import LOSSES, AuxiliaryTargetLoss, classification_loss
 from medlens.models.mlp import class_weights
 from medlens.models.registry import register
 
@@ -131,6 +134,19 @@ def flip_augment(x: Tensor) -> Tensor:
 _AUGMENTS = ("flips", "shift")
 
 
+def keep_class_outputs(network: nn.Sequential, n_classes: int) -> None:
+    """Cut a trained network's final linear layer to its first ``n_classes`` outputs, in place (dropping
+    the auxiliary-target outputs learnt beside the class logits)."""
+    head = network[-1]
+    if not isinstance(head, nn.Linear):
+        raise ModelError(f"models.cnn: the network ends in {type(head).__name__}, not a linear layer")
+    cut = nn.Linear(head.in_features, n_classes).to(head.weight.device)
+    with torch.no_grad():
+        cut.weight.copy_(head.weight[:n_classes])
+        cut.bias.copy_(head.bias[:n_classes])
+    network[-1] = cut
+
+
 def validation_score(outputs: Tensor, targets: Tensor) -> float:
     """AUC for two classes (accuracy when the split holds one class only), else accuracy."""
     y = targets.numpy()
@@ -164,6 +180,9 @@ class CNNClassifier:
         γ of the focal loss (0 gives cross-entropy).
     focal_alpha : float, list of float or None
         α of the focal loss: the positive-class weight of a binary task, or one weight per class.
+    auxiliary_weight : float
+        λ of the auxiliary-target loss; 0 (default) trains on the labels alone. Above 0 the dataset
+        must carry ``aux`` targets; each is standardised with the training set's mean and s.d.
     sampler : {None, "balanced"}
         ``"balanced"``: each epoch draws N training samples with replacement, classes equally likely
         (:class:`~medlens.engine.trainer.TrainConfig`). Combine with ``class_weight: null``, or the
@@ -187,8 +206,8 @@ class CNNClassifier:
                  epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
                  patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
                  loss: str = "ce", focal_gamma: float = 2.0, focal_alpha: float | list[float] | None = None,
-                 sampler: str | None = None, augment: bool | str | None = True, max_shift: int = 2,
-                 val_fraction: float = 0.15, amp: str = "auto",
+                 sampler: str | None = None, auxiliary_weight: float = 0.0, augment: bool | str | None = True,
+                 max_shift: int = 2, val_fraction: float = 0.15, amp: str = "auto",
                  channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
         if arch not in _ARCHS:
             raise ConfigError(f"models.cnn.arch: unknown {arch!r}; use one of {', '.join(_ARCHS)}")
@@ -198,6 +217,8 @@ class CNNClassifier:
             raise ConfigError(f"models.cnn.loss: unknown {loss!r}; use one of {', '.join(LOSSES)}")
         if focal_gamma < 0:
             raise ConfigError(f"models.cnn.focal_gamma: must be >= 0, got {focal_gamma}")
+        if auxiliary_weight < 0:
+            raise ConfigError(f"models.cnn.auxiliary_weight: must be >= 0, got {auxiliary_weight}")
         if augment not in (True, False, None, *_AUGMENTS):
             raise ConfigError(f"models.cnn.augment: unknown {augment!r}; use true, false, 'flips' or 'shift'")
         if int(max_shift) < 0:
@@ -220,6 +241,7 @@ class CNNClassifier:
         self.focal_gamma = focal_gamma
         self.focal_alpha = focal_alpha
         self.sampler = sampler
+        self.auxiliary_weight = float(auxiliary_weight)
         self.augment = augment
         self.max_shift = int(max_shift)
         self.val_fraction = val_fraction
@@ -259,7 +281,27 @@ class CNNClassifier:
         return None
 
     def _dataset(self, data: ArrayDataset) -> TensorDataset:
-        return TensorDataset(self._tensors(data), torch.as_tensor(data.labels))
+        labels = torch.as_tensor(data.labels)
+        if not self.auxiliary_weight:
+            return TensorDataset(self._tensors(data), labels)
+        aux = (np.asarray(data.aux, np.float64) - self.aux_mean_) / self.aux_std_
+        return TensorDataset(self._tensors(data), torch.cat([labels[:, None].float(),
+                                                             torch.as_tensor(aux, dtype=torch.float32)], 1))
+
+    def _fit_auxiliary(self, train: ArrayDataset, val: ArrayDataset) -> int:
+        """The number of auxiliary targets (0 when ``auxiliary_weight`` is 0), after fixing their scaling."""
+        if not self.auxiliary_weight:
+            return 0
+        if train.aux is None or val.aux is None:
+            raise ConfigError("models.cnn.auxiliary_weight: the dataset has no auxiliary targets (ArrayDataset.aux); "
+                              "set it to 0 or use a dataset whose builder provides them (e.g. lidc_nodules)")
+        aux = np.asarray(train.aux, np.float64)
+        if np.isnan(aux).all(axis=0).any():
+            raise ModelError("models.cnn.auxiliary_weight: an auxiliary target is missing for every training sample")
+        self.aux_mean_ = np.nanmean(aux, axis=0)
+        std = np.nanstd(aux, axis=0)
+        self.aux_std_ = np.where(std > 0, std, 1.0)
+        return aux.shape[1]
 
     def fit(self, train: ArrayDataset, val: ArrayDataset | None = None) -> "CNNClassifier":
         """Train on ``train`` with early stopping on ``val`` (or on an inner split of ``train``)."""
@@ -276,13 +318,20 @@ class CNNClassifier:
         build = compact_cnn if self.arch == "compact" else cifar_resnet
         size = {"depth": self.depth} if self.arch == "compact" else {"blocks": self.blocks}
         torch.manual_seed(self.seed)
-        network = build(self.spatial_dims_, images.shape[1], self.n_classes_, width=self.width, dropout=self.dropout,
-                        **size)
-        weights = torch.as_tensor(class_weights(train.labels, self.n_classes_, self.class_weight), dtype=torch.float32)
+        n_aux = self._fit_auxiliary(train, val)
+        k = self.n_classes_
+        network = build(self.spatial_dims_, images.shape[1], k + n_aux, width=self.width, dropout=self.dropout, **size)
+        weights = torch.as_tensor(class_weights(train.labels, k, self.class_weight), dtype=torch.float32)
         loss = classification_loss(self.loss, weight=weights, gamma=self.focal_gamma, alpha=self.focal_alpha)
-        trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=validation_score,
+        score = validation_score
+        if n_aux:
+            loss = AuxiliaryTargetLoss(loss, k, self.auxiliary_weight)
+            score = lambda out, y: validation_score(out[:, :k], y[:, 0].long())  # noqa: E731
+        trainer = Trainer(network, lambda out, y: loss.to(out.device)(out, y), self._config(), score=score,
                           augment=self._augmentation())
-        self.history_ = trainer.fit(self._dataset(train), self._dataset(val))
+        self.history_ = trainer.fit(self._dataset(train), self._dataset(val), labels=train.labels)
+        if n_aux:
+            keep_class_outputs(network, k)
         self.trainer_ = trainer
         self.network_ = network
         self.n_parameters = sum(p.numel() for p in network.parameters())

@@ -1,4 +1,5 @@
-"""Classification losses for imbalanced data: class-weighted cross-entropy and focal loss.
+"""Classification losses: class-weighted cross-entropy and focal loss for imbalanced data, and a class loss
+with auxiliary regression targets (:class:`AuxiliaryTargetLoss`).
 
 Focal loss (Lin TY, Goyal P, Girshick R, He K, Dollár P (2017), *Focal loss for dense object
 detection*, ICCV, eq. 5):
@@ -128,3 +129,40 @@ def classification_loss(kind: str, weight: Tensor | None = None, gamma: float = 
     if kind == "focal":
         return FocalLoss(gamma=gamma, alpha=alpha, weight=weight)
     raise ConfigError(f"loss: unknown {kind!r}; use one of {', '.join(LOSSES)}")
+
+
+class AuxiliaryTargetLoss(nn.Module):
+    """A class loss plus λ times the squared error of auxiliary regression outputs (multi-task learning).
+
+        L = L_cls(z_{:K}, y) + λ · mean over observed (i, a) of (z_{i, K+a} − t_{ia})²
+
+    The network's outputs ``z`` hold K class logits followed by A auxiliary predictions; the targets hold
+    the class index in column 0 and the A standardised auxiliary targets after it, NaN where a target is
+    missing (left out of the mean). Learning the radiologists' semantic ratings beside the malignancy
+    label follows Shen S, Han SX, Aberle DR, Bui AA, Hsu W (2019), *An interpretable deep hierarchical
+    semantic convolutional neural network for lung nodule malignancy classification*, Expert Systems
+    with Applications 128: 84–95.
+
+    Parameters
+    ----------
+    class_loss : nn.Module
+        ``class_loss(logits, class_index)``, e.g. :func:`classification_loss`.
+    n_classes : int
+        K, the number of class logits before the auxiliary outputs.
+    weight : float
+        λ ≥ 0.
+    """
+
+    def __init__(self, class_loss: nn.Module, n_classes: int, weight: float):
+        super().__init__()
+        if weight < 0:
+            raise ConfigError(f"auxiliary loss: weight must be >= 0, got {weight}")
+        self.class_loss, self.n_classes, self.weight = class_loss, int(n_classes), float(weight)
+
+    def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
+        k = self.n_classes
+        loss = self.class_loss(outputs[:, :k], target[:, 0].long())
+        aux, observed = target[:, 1:], ~torch.isnan(target[:, 1:])
+        if observed.any():
+            loss = loss + self.weight * ((outputs[:, k:] - aux)[observed] ** 2).mean()
+        return loss
