@@ -3,8 +3,9 @@
 The LIDC-IDRI malignancy label is the readers' own 1–5 rating (1–2 benign, 4–5 malignant, 3 left out).
 The same readers also rated eight semantic characteristics of each nodule (calcification, internal
 structure, lobulation, margin, sphericity, spiculation, subtlety, texture; the ``*_value`` columns of
-``MetadatabyNoduleMaxVoting.csv``). A classifier given those ratings and the diameter sees the features the
-readers based their malignancy rating on, described by the readers, so its score is an optimistic
+``MetadatabyNoduleMaxVoting.csv``, which the ``lidc_nodules`` builder carries as the dataset's ``aux``).
+A classifier given those ratings and the diameter sees the features the readers based their malignancy
+rating on, described by the readers, so its score is an optimistic
 reference for an image-only model: it is *not* a model medlens offers (the ratings are not available for a
 new scan), only a measure of how much of the label the readers' descriptions explain.
 
@@ -32,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medlens.config import load_config
-from medlens.data.builders import LIDC_METADATA, LIDC_SEMANTIC_RATINGS, lidc_stems
+from medlens.data.builders import LIDC_METADATA, lidc_stems
 from medlens.study import load_dataset, make_folds
 
 MODELS = {
@@ -63,15 +64,15 @@ def main() -> None:
     folds = make_folds(data, config, config.protocol.folds)
     sheet = pd.read_csv(Path(data.meta["source"]) / LIDC_METADATA)
     sheet.index = lidc_stems(sheet)
-    sheet = sheet.loc[data.ids]
+    diameter = sheet.loc[data.ids, ["diameter_mm"]].to_numpy(float)
     names = data.meta["feature_names"]
     image = data.features[:, [i for i, n in enumerate(names) if n.startswith(("shape_", "hu_"))]]
-    diameter = sheet[["diameter_mm"]].to_numpy(float)
-    semantic = sheet[list(LIDC_SEMANTIC_RATINGS)].to_numpy(float)
+    semantic = data.aux.astype(float)  # the builder's auxiliary targets: the readers' 8 ratings
+    rated = data.meta["aux_names"]
     inputs = {
         "diameter": diameter,
-        "diameter + calcification + margin ratings": np.hstack([diameter, sheet[["Calcification_value",
-                                                                                   "Margin_value"]].to_numpy(float)]),
+        "diameter + calcification + margin ratings": np.hstack([diameter, semantic[:, [rated.index("calcification"),
+                                                                                      rated.index("margin")]]]),
         "diameter + image shape/HU features (bp_radiomics inputs without Gabor)": np.hstack([diameter, image]),
         "diameter + 8 semantic ratings": np.hstack([diameter, semantic]),
         "diameter + 8 semantic ratings + image shape/HU": np.hstack([diameter, semantic, image]),
