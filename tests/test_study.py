@@ -50,6 +50,7 @@ def test_quick_study_writes_every_output(quick_run):
     assert set(saved["models"]) == {"size_reference", "bp", "svm", "twostage", "bp_radiomics", "cnn3d"}
     provenance = saved["provenance"]
     assert provenance["data_md5"] and provenance["versions"]["torch"] and provenance["wall_seconds"] > 0
+    assert "torch CPU kernels " in provenance["platform"]
     html = (out / "report.html").read_text()
     # self-contained: nothing is fetched (the data's origin is named as text in the model card)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)

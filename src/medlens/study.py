@@ -82,6 +82,17 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def platform_description() -> str:
+    """Operating system, CPU count and the instruction set of torch's CPU kernels (e.g. ``AVX512``).
+
+    The kernel level is part of a result's provenance: AVX2 and AVX-512 kernels round differently, so a
+    model trained with torch from the same seed and data can differ between CPUs.
+    """
+    import torch
+
+    return f"{platform.platform()}; {os.cpu_count()} CPUs; torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch."""
     import torch
@@ -510,7 +521,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
             "data_md5": data.meta.get("source_md5"),
             "versions": package_versions(),
             "seed": config.seed,
-            "platform": f"{platform.platform()}; {os.cpu_count()} CPUs",
+            "platform": platform_description(),
             "wall_seconds": round(time.perf_counter() - started, 2),
         },
     }

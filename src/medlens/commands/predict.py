@@ -31,10 +31,10 @@ def predict(
     """Predict every image of the inputs with a bundle: one CSV row per image.
 
     Columns: path, index (image within the file), patient_id and series_uid (DICOM), roi (the lesion of
-    a volume), p_<label> per class, label, threshold, error. Each
+    a volume), `p_<label>` per class, label, threshold, error. Each
     image is prepared like the training data (scaled to [0, 1], grayscale, resized to the bundle's
     size). A file that cannot be read gets its error in its row and the rest still run. With
-    --explain, a heat-map overlay per image is written as <stem>_<index>.png (--method: Grad-CAM,
+    --explain, a heat-map overlay per image is written as `<stem>_<index>.png` (--method: Grad-CAM,
     Grad-CAM++ or occlusion sensitivity; volumes show the axial, coronal and sagittal slices through
     the map's maximum).
     Example: `medlens predict bundles/breast scan1.png scans.npz --out preds.csv --explain cams/`.

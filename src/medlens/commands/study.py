@@ -16,7 +16,7 @@ def study(
         None, help="Study YAML file. Default: the CT lung-nodule study (LIDC-IDRI, benign vs malignant).",
         show_default=False,
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<study>-<date-time>."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder. Default: `runs/<study>-<date-time>`."),
     folds: int = typer.Option(None, "--folds", "-k", min=2, help="Number of cross-validation folds "
                               "(overrides the config's protocol.folds)."),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: few folds, a subsample and short training "
