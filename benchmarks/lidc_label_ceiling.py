@@ -42,15 +42,28 @@ MODELS = {
 }
 
 
-def fold_scores(x: np.ndarray, y: np.ndarray, folds, make_model) -> tuple[np.ndarray, np.ndarray]:
-    """Per-fold test AUC and accuracy at 0.5 of ``make_model()`` fitted on each fold's train + val part."""
-    aucs, accs = [], []
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds, make_model) -> np.ndarray:
+    """Test-fold probabilities of the positive class of ``make_model()`` fitted on each fold's train + val part."""
+    p = np.zeros(len(y))
     for fold in folds:
         fit = np.concatenate([fold.train, fold.val])
-        p = make_model().fit(x[fit], y[fit]).predict_proba(x[fold.test])[:, 1]
-        aucs.append(roc_auc_score(y[fold.test], p))
-        accs.append(accuracy_score(y[fold.test], p >= 0.5))
-    return np.array(aucs), np.array(accs)
+        p[fold.test] = make_model().fit(x[fit], y[fit]).predict_proba(x[fold.test])[:, 1]
+    return p
+
+
+def fold_scores(p: np.ndarray, y: np.ndarray, folds) -> tuple[np.ndarray, np.ndarray]:
+    """Per-fold test AUC and accuracy at 0.5 of the out-of-fold probabilities ``p``."""
+    auc = np.array([roc_auc_score(y[fold.test], p[fold.test]) for fold in folds])
+    acc = np.array([accuracy_score(y[fold.test], p[fold.test] >= 0.5) for fold in folds])
+    return auc, acc
+
+
+def result_row(auc: np.ndarray, acc: np.ndarray) -> tuple[str, dict]:
+    """The Markdown cells "AUC | ACC" (fold mean ± s.d.) and the JSON fields of per-fold scores and means."""
+    cells = f"{auc.mean():.3f} ± {auc.std(ddof=1):.3f} | {acc.mean():.3f} ± {acc.std(ddof=1):.3f}"
+    fields = {"auc": auc.round(4).tolist(), "acc": acc.round(4).tolist(),
+              "auc_mean": round(float(auc.mean()), 4), "acc_mean": round(float(acc.mean()), 4)}
+    return cells, fields
 
 
 def main() -> None:
@@ -82,12 +95,10 @@ def main() -> None:
     with open(args.out, "a") as log:
         for label, x in inputs.items():
             for model_name, make_model in MODELS.items():
-                auc, acc = fold_scores(x, data.labels, folds, make_model)
-                print(f"| {label} | {model_name} | {auc.mean():.3f} ± {auc.std(ddof=1):.3f} "
-                      f"| {acc.mean():.3f} ± {acc.std(ddof=1):.3f} |", flush=True)
-                log.write(json.dumps({"inputs": label, "model": model_name, "auc": auc.round(4).tolist(),
-                                      "acc": acc.round(4).tolist(), "auc_mean": round(float(auc.mean()), 4),
-                                      "acc_mean": round(float(acc.mean()), 4)}) + "\n")
+                p = out_of_fold(x, data.labels, folds, make_model)
+                cells, scores = result_row(*fold_scores(p, data.labels, folds))
+                print(f"| {label} | {model_name} | {cells} |", flush=True)
+                log.write(json.dumps({"inputs": label, "model": model_name, **scores}) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,10 +44,10 @@ import pandas as pd
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegressionCV
-from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
+from lidc_label_ceiling import fold_scores, out_of_fold, result_row  # benchmarks/, the script's folder
 from medlens.config import load_config
 from medlens.study import load_dataset, make_folds
 
@@ -97,15 +97,6 @@ def extract(data, source: Path, workers: int) -> pd.DataFrame:
     return pd.DataFrame(rows, index=list(data.ids)).sort_index(axis=1)
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, folds, make_model) -> np.ndarray:
-    """Test-fold probabilities of ``make_model()`` fitted on each fold's train + inner-validation part."""
-    p = np.zeros(len(y))
-    for fold in folds:
-        fit = np.concatenate([fold.train, fold.val])
-        p[fold.test] = make_model().fit(x[fit], y[fit]).predict_proba(x[fold.test])[:, 1]
-    return p
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/lidc_nodules.yaml")
@@ -142,14 +133,9 @@ def main() -> None:
             probabilities = {name: out_of_fold(x, y, folds, make) for name, make in MODELS.items()}
             probabilities["mean"] = np.mean(list(probabilities.values()), axis=0)
             for name, p in probabilities.items():
-                auc = np.array([roc_auc_score(y[f.test], p[f.test]) for f in folds])
-                acc = np.array([accuracy_score(y[f.test], p[f.test] >= 0.5) for f in folds])
-                print(f"| {label} | {name} | {auc.mean():.3f} ± {auc.std(ddof=1):.3f} "
-                      f"| {acc.mean():.3f} ± {acc.std(ddof=1):.3f} |", flush=True)
-                log.write(json.dumps({"features": label, "n_features": x.shape[1], "model": name,
-                                      "auc": auc.round(4).tolist(), "acc": acc.round(4).tolist(),
-                                      "auc_mean": round(float(auc.mean()), 4),
-                                      "acc_mean": round(float(acc.mean()), 4)}) + "\n")
+                cells, scores = result_row(*fold_scores(p, y, folds))
+                print(f"| {label} | {name} | {cells} |", flush=True)
+                log.write(json.dumps({"features": label, "n_features": x.shape[1], "model": name, **scores}) + "\n")
                 column = f"pyradiomics_{'original' if label.startswith('original') else 'all'}_{name}"
                 predictions[f"{column}_p_malignant"] = p
     args.predictions.parent.mkdir(parents=True, exist_ok=True)
