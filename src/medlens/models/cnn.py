@@ -195,6 +195,10 @@ class CNNClassifier:
         Largest translation of ``"shift"``, in pixels.
     val_fraction : float
         Inner validation share taken from ``train`` when ``fit`` gets no ``val``.
+    ema : float or None
+        Decay β of an exponential moving average of the weights (warmed up as in
+        :func:`~medlens.engine.trainer.ema_decay`), validated and kept instead of the raw weights
+        (:class:`TrainConfig`); None trains without one. Give it a run of a few dozen steps or more.
     amp, channels_last : see :class:`TrainConfig`.
     progress : bool
     seed : int
@@ -206,7 +210,7 @@ class CNNClassifier:
                  epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
                  patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
                  loss: str = "ce", focal_gamma: float = 2.0, focal_alpha: float | list[float] | None = None,
-                 sampler: str | None = None, auxiliary_weight: float = 0.0, augment: bool | str | None = True,
+                 sampler: str | None = None, ema: float | None = None, auxiliary_weight: float = 0.0, augment: bool | str | None = True,
                  max_shift: int = 2, val_fraction: float = 0.15, amp: str = "auto",
                  channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
         if arch not in _ARCHS:
@@ -241,6 +245,7 @@ class CNNClassifier:
         self.focal_gamma = focal_gamma
         self.focal_alpha = focal_alpha
         self.sampler = sampler
+        self.ema = ema
         self.auxiliary_weight = float(auxiliary_weight)
         self.augment = augment
         self.max_shift = int(max_shift)
@@ -257,7 +262,7 @@ class CNNClassifier:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer="adamw", scheduler="cosine", patience=self.patience, max_steps=self.max_steps,
                            amp=self.amp, channels_last=self.channels_last, seed=self.seed, progress=self.progress,
-                           sampler=self.sampler)
+                           sampler=self.sampler, ema=self.ema)
 
     def _tensors(self, data: ArrayDataset) -> Tensor:
         images = np.asarray(data.images, dtype=np.float32)
