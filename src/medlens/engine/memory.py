@@ -12,6 +12,9 @@ The price: every block comes from the heap, and memory a process has freed stays
 (ready for its next allocation) instead of returning to the system. The peak resident size of that fit
 went from 1.6 to 1.9 GB, and of the whole default study from 2.0 to 2.6 GB.
 
+:class:`~medlens.engine.trainer.Trainer` and :class:`~medlens.synth.gan.GAN` apply them when they start
+training (a WGAN-GP on BreastMNIST: 150 steps in 21.6 s instead of 25.9 s, identical weights).
+
 Only glibc's allocator reads these settings (``mallopt(3)``); elsewhere, when the user has set any
 ``MALLOC_*`` variable (glibc's own way to choose them, read at start-up), or with
 ``MEDLENS_KEEP_FREED_MEMORY=0``, nothing is changed.

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from medlens.engine.memory import keep_freed_memory
 from medlens.errors import ConfigError, MissingPathError, UnreadableFileError
 from medlens.files import write_atomically, write_text_atomically
 
@@ -201,6 +202,7 @@ class GAN:
                               f"the model expects {cfg.channels} channel(s) and one label per image")
         if y.min() < 0 or y.max() >= cfg.n_classes:
             raise ConfigError(f"synth: labels must lie in [0, {cfg.n_classes}), got [{int(y.min())}, {int(y.max())}]")
+        keep_freed_memory()
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.learning_rate, betas=cfg.betas)
