@@ -204,8 +204,12 @@ DDP_SCRIPT = textwrap.dedent("""
     trainer = Trainer(module, nn.CrossEntropyLoss(), TrainConfig(epochs=3, batch_size=32, lr=3e-3, patience=None))
     history = trainer.fit(part("train", 546), part("val", 78))
     out = trainer.predict(part("test", 156))
+    torch.manual_seed(10 + rank())
+    averaged = compact_cnn(2, 1, 2, width=8)  # the same, keeping a moving average of the weights
+    Trainer(averaged, nn.CrossEntropyLoss(), TrainConfig(epochs=2, batch_size=32, lr=3e-3, patience=None,
+                                                         ema=0.9)).fit(part("train", 546), part("val", 78))
     torch.save({"state": module.state_dict(), "out": out, "steps": history.steps, "main": is_main_process(),
-                "world": world_size()}, f"{sys.argv[2]}/rank{rank()}.pt")
+                "world": world_size(), "averaged": averaged.state_dict()}, f"{sys.argv[2]}/rank{rank()}.pt")
 """)
 
 
@@ -223,6 +227,7 @@ def test_torchrun_two_processes_end_with_identical_weights(data_root, tmp_path):
     # Each rank sees half of the 546 training images per epoch: 273 / 32 -> 9 steps per epoch.
     assert r0["steps"] == r1["steps"] == 3 * 9
     assert all(torch.equal(r0["state"][k], r1["state"][k]) for k in r0["state"])
+    assert all(torch.equal(r0["averaged"][k], r1["averaged"][k]) for k in r0["averaged"])
     assert torch.equal(r0["out"], r1["out"])
     test_labels = np.load(data)["test_labels"].ravel()
     assert roc_auc_score(test_labels, torch.softmax(r0["out"], 1)[:, 1].numpy()) > 0.7
