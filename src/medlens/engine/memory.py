@@ -47,7 +47,8 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    chosen = os.environ.get("MEDLENS_KEEP_FREED_MEMORY") == "0" or any(name.startswith("MALLOC_") for name in os.environ)
+    chosen = (os.environ.get("MEDLENS_KEEP_FREED_MEMORY") == "0"
+              or any(name.startswith("MALLOC_") for name in os.environ))
     if not sys.platform.startswith("linux") or chosen:
         return _applied
     try:
