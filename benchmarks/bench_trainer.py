@@ -21,8 +21,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,7 +50,10 @@ def network(dims: int) -> nn.Module:
 
 
 def plain_loop(dims: int, data: TensorDataset, epochs: int, batch_size: int, keep_freed_memory: bool) -> float:
-    """Seconds for ``epochs`` epochs of a plain float32 PyTorch loop (after one warm-up epoch)."""
+    """Seconds for ``epochs`` epochs of a plain float32 PyTorch loop (after one warm-up epoch).
+
+    ``keep_freed_memory`` applies medlens' allocator setting first, as :meth:`Trainer.fit` does.
+    """
     if keep_freed_memory:
         memory.keep_freed_memory()
     model = network(dims)
