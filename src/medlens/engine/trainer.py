@@ -418,7 +418,7 @@ class Trainer:
         return history
 
     def _train_epoch(self, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                     history: History, average: AveragedModel | None = None) -> tuple[float, int]:
+                     history: History, average: AveragedModel | None) -> tuple[float, int]:
         cfg = self.config
         model.train()
         loss_sum, count = 0.0, 0

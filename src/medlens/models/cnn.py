@@ -210,8 +210,8 @@ class CNNClassifier:
                  epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
                  patience: int | None = 8, max_steps: int | None = None, class_weight: str | None = "balanced",
                  loss: str = "ce", focal_gamma: float = 2.0, focal_alpha: float | list[float] | None = None,
-                 sampler: str | None = None, ema: float | None = None, auxiliary_weight: float = 0.0, augment: bool | str | None = True,
-                 max_shift: int = 2, val_fraction: float = 0.15, amp: str = "auto",
+                 sampler: str | None = None, ema: float | None = None, auxiliary_weight: float = 0.0,
+                 augment: bool | str | None = True, max_shift: int = 2, val_fraction: float = 0.15, amp: str = "auto",
                  channels_last: str | bool = "auto", progress: bool = True, seed: int = 0):
         if arch not in _ARCHS:
             raise ConfigError(f"models.cnn.arch: unknown {arch!r}; use one of {', '.join(_ARCHS)}")
