@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from realdata import need
+
 STRICT = os.environ.get("MEDLENS_REQUIRE_DATA") == "1"
 
 
@@ -32,14 +34,6 @@ def data_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip(f"real data not found: set MEDLENS_DATA to the shared data folder (got {root!r})")
     return Path(root).resolve()
-
-
-def need(data_root: Path, relative: str) -> Path:
-    """``data_root / relative``, skipping (failing under CI) when it is absent."""
-    path = data_root / relative
-    if not path.exists():
-        pytest.skip(f"real data missing: {path}")
-    return path
 
 
 @pytest.fixture(scope="session")

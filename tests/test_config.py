@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from realdata import REPO
 import yaml
 
 from medlens.config import default_config_path, load_config, parse_config
 from medlens.errors import ConfigError, MissingPathError
 
-CONFIGS = sorted((Path(__file__).parents[1] / "src" / "medlens" / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "src" / "medlens" / "configs").glob("*.yaml"))
 
 
 def _default() -> dict:

@@ -385,10 +385,10 @@ def explain_examples(model, data: ArrayDataset, fold: Fold, oof: np.ndarray, lab
     """Grad-CAM maps of a CNN for the test images it is most sure of, per true class, in its last fold.
 
     For each class ``c`` the ``per_class`` test samples of true class ``c`` with the highest ``p_c`` are
-    explained for class ``c`` (:func:`medlens.explain.explain`): what the network looks at when it is
+    explained for class ``c`` (:func:`medlens.deploy.explain.explain`): what the network looks at when it is
     right and confident. Returns ``ids``, ``images``, ``maps`` and ``titles`` for the report.
     """
-    from medlens.explain import explain
+    from medlens.deploy.explain import explain
 
     names = labels or [str(c) for c in range(data.n_classes)]
     chosen, classes = [], []
@@ -595,7 +595,7 @@ def write_explanations(explained: dict, folder: Path) -> Path:
     """One overlay PNG per explained image in ``folder`` and their column, ``folder.png``, for the report."""
     from PIL import Image
 
-    from medlens.explain import write_overlay
+    from medlens.deploy.explain import write_overlay
 
     paths = [write_overlay(image, heat, folder / f"{name}.png", title=title)
              for image, heat, name, title in zip(explained["images"], explained["maps"], explained["ids"],

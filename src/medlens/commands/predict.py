@@ -46,11 +46,11 @@ def predict(
     """
     import torch
 
-    from medlens.bundle import load_bundle
+    from medlens.deploy.bundle import load_bundle
     from medlens.engine.threads import torch_threads
-    from medlens.explain import METHODS
-    from medlens.predict import predict_files
-    from medlens.predict_volume import LesionSelection, parse_position
+    from medlens.deploy.explain import METHODS
+    from medlens.deploy.predict import predict_files
+    from medlens.deploy.predict_volume import LesionSelection, parse_position
     from medlens.progress import progress_bar
 
     quiet = quiet_requested(quiet)
@@ -77,7 +77,7 @@ def predict(
 
 
 def _write_explanations(loaded, prepared, table, folder: Path, method: str) -> None:
-    from medlens.explain import explain, write_overlay
+    from medlens.deploy.explain import explain, write_overlay
 
     labels = table.dropna(subset=["index"]).set_index(["path", "index"])["label"]
     for item in prepared:

@@ -35,7 +35,7 @@ def train(
     figures, test metrics where the data has an official split, and the sha256 of every file). Example: `medlens train configs/breastmnist_official.yaml --out bundles/breast`.
     """
     from medlens.config import load_config
-    from medlens.train import train_bundle
+    from medlens.deploy.train import train_bundle
 
     quiet = quiet_requested(quiet)
     study_config = load_config(config)

@@ -6,7 +6,7 @@ calls and unmapped when freed, and free memory at the top of the heap above 128 
 kernel, so every step faults the same pages in again, zero-filled by the kernel. In a 4-epoch fit of the
 default study's 3D CNN that was 7.8 million page faults and 13 s of system time; with the settings below
 it is 0.44 million and 2 s, an epoch takes 2.5 s instead of 4.1 s, and the trained weights are identical
-(``benchmarks/bench_malloc.py``, recorded in ``benchmarks/results/models.md``).
+(``benchmarks/speed/bench_malloc.py``, recorded in ``benchmarks/results/models.md``).
 
 The price: every block comes from the heap, and memory a process has freed stays with it until it exits
 (ready for its next allocation) instead of returning to the system. The peak resident size of that fit

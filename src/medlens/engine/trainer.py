@@ -49,7 +49,7 @@ class TrainConfig:
 
     ``amp="auto"`` turns on bfloat16 autocast for networks with convolutions (CPU and CUDA);
     ``channels_last="auto"`` stores 2D convolution networks without transposed convolutions
-    channels-last (measured in ``benchmarks/bench_trainer.py``; see ``benchmarks/results/models.md``).
+    channels-last (measured in ``benchmarks/speed/bench_trainer.py``; see ``benchmarks/results/models.md``).
     ``checkpoint`` names a file where rank 0 also writes the best weights as they improve.
     ``progress`` shows a rich progress bar on rank 0 unless ``MEDLENS_QUIET=1``.
     ``sampler="balanced"`` draws each epoch's training samples with replacement, sample i with

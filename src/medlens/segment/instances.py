@@ -19,7 +19,7 @@
   one marker of its own, so a small nucleus whose interior has no h-maximum is not lost or merged.
   ``method="components"`` takes connected components of the foreground, without a watershed.
   The defaults (``hmaxima_relative``, ``h = 0.1``, ``σ = 1``) were chosen by AP on validation images of
-  DSB 2018 (10 of the training images), never on the test images (``benchmarks/bench_segment.py nuclei``).
+  DSB 2018 (10 of the training images), never on the test images (``benchmarks/quality/bench_segment.py nuclei``).
 * **Object scale.** :func:`median_diameter` is the area-weighted median equivalent diameter of the
   connected components of an interior map, in physical units: ``d = 2 √(A/π)`` in 2D, ``d = ∛(6V/π)``
   in 3D, the diameter of the disc (ball) of the component's area A (volume V). A plan in instance mode
