@@ -3,6 +3,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
+bash "$ROOT/scripts/system.sh"
 cd "$ROOT"
 export MEDLENS_DATA="${MEDLENS_DATA:-$ROOT/../shared/data}"
 exec python -m pytest "$@"
