@@ -36,3 +36,17 @@ def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Pat
 def write_text_atomically(target: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``target`` with :func:`write_atomically`."""
     return write_atomically(target, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def json_ready(value):
+    """A copy of ``value`` that :func:`json.dumps` can write: numpy scalars become Python numbers, arrays
+    and tuples become lists, mapping keys become strings (NaN stays NaN)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

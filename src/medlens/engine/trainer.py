@@ -14,7 +14,6 @@ into NaN. On Linux with glibc, training first sets the allocator to keep freed m
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
@@ -36,6 +35,7 @@ from medlens.engine.distributed import (all_reduce_sum, broadcast_buffers, broad
                                         is_main_process, unwrap, wrap_ddp)
 from medlens.engine.memory import keep_freed_memory
 from medlens.errors import ConfigError, ModelError
+from medlens.progress import progress_disabled
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 _SCHEDULERS = (None, "cosine", "plateau")
@@ -324,8 +324,7 @@ class Trainer:
         return None
 
     def _progress(self) -> Progress | None:
-        quiet = os.environ.get("MEDLENS_QUIET") == "1"
-        if quiet or not (self.config.progress and is_main_process()):
+        if progress_disabled(not self.config.progress) or not is_main_process():
             return None
         return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),

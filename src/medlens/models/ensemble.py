@@ -19,6 +19,7 @@ import numpy as np
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError
+from medlens.models.base import Capabilities, ModelState, NetworkView
 from medlens.models.registry import build, register
 
 
@@ -67,3 +68,26 @@ class Ensemble:
     def predict_proba(self, data: ArrayDataset) -> np.ndarray:
         """``(N, K)`` mean of the members' probabilities."""
         return np.mean([np.asarray(m.predict_proba(data), dtype=np.float64) for m in self.members], axis=0)
+
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def capabilities(self) -> Capabilities:
+        """The members' inputs and the explanation methods they all support; no single ONNX graph."""
+        first = self.members[0].capabilities
+        return Capabilities(inputs=first.inputs, explain=first.explain)
+
+    def state(self) -> ModelState:
+        """Every member's state, under ``member<m>``."""
+        state = ModelState(meta={"members": len(self.members)})
+        for m, member in enumerate(self.members):
+            state.nest(f"member{m}", member.state())
+        return state
+
+    def load_state(self, state: ModelState) -> "Ensemble":
+        for m, member in enumerate(self.members):
+            member.load_state(state.part(f"member{m}"))
+        return self
+
+    def explain_networks(self) -> list[NetworkView]:
+        """Every member's networks: the ensemble's Grad-CAM is the mean of its members' maps."""
+        return [view for member in self.members for view in member.explain_networks()]
