@@ -42,7 +42,7 @@ class Ensemble:
     name = "ensemble"
 
     def __init__(self, model: str, members: int = 5, params: dict[str, Any] | None = None, seed: int = 0):
-        if model == "ensemble":
+        if model == self.name:
             raise ConfigError("models.ensemble.model: an ensemble of ensembles is not supported")
         if int(members) < 2:
             raise ConfigError(f"models.ensemble.members: at least 2 members, got {members}")
