@@ -13,6 +13,12 @@ For imbalanced classes: ``class_weight="balanced"`` weights each sample's loss b
 ``batch_size``) with replacement, sample i with probability ∝ 1 / n_{y_i}
 (:class:`torch.utils.data.WeightedRandomSampler`), so classes are seen equally often.
 
+The network trains in its own loop of full-batch steps, not through :class:`medlens.engine.trainer.Trainer`:
+the Trainer runs one epoch (its data loader, loss bookkeeping, scheduler and early-stopping checks) per
+step here, which took 1.95× the time of this loop for the default study's ``bp`` on one LIDC fold
+(``benchmarks/speed/bench_bp_loop.py``), and its early stopping watches a validation *score* every epoch
+where this loop watches the validation loss every ``eval_every`` iterations.
+
 The hidden activation defaults to the logistic sigmoid, the unit of the classical BP network: with
 one or two hidden layers on standardised inputs its vanishing gradient does not bite, and it keeps
 the model the reference describes. ``tanh`` (zero-centred) and ``relu`` are options; Xavier/Glorot
