@@ -207,3 +207,52 @@ def test_a_model_trained_with_several_seeds_reports_their_mean_and_spread(config
     assert auc["mean"] == pytest.approx(np.mean(per_seed))
     assert auc["seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert "seeds s.d." in (tmp_path / "seeds" / "table.md").read_text()
+
+
+def test_a_study_killed_during_training_resumes_to_the_same_results(config, tmp_path):
+    """SIGKILL a real `medlens study` process while its CNN trains its second fold; `--resume` keeps the
+    finished folds, continues the interrupted training from its last epoch, and writes the predictions an
+    uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    raw = config.model_dump(mode="json", exclude={"source"})
+    raw["models"] = [m for m in raw["models"] if m["id"] in ("size_reference", "cnn3d")]
+    raw["quick"] = {"folds": 3, "max_samples": 120, "models": None}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cli = "import sys; from medlens.cli import app; sys.argv[0] = 'medlens'; app()"
+    env = {**os.environ, "MEDLENS_QUIET": "1"}
+
+    def study(out, *extra):
+        return [sys.executable, "-c", cli, "study", str(path), "--quick", "--out", str(out), *extra]
+
+    subprocess.run(study(tmp_path / "whole"), env=env, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    child = subprocess.Popen(study(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / ".resume" / "cnn3d" / "seed0" / "fold1" / "fit0.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "the study never reached the CNN's second fold"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not (killed / "results.json").exists()
+    assert (killed / ".resume" / "size_reference" / "seed0" / "fold2.json").is_file()  # finished before the CNN
+    refused = subprocess.run(study(killed), env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr  # never silently started over
+    subprocess.run(study(killed, "--resume"), env=env, check=True, capture_output=True)
+    whole = pd.read_csv(tmp_path / "whole" / "predictions.csv")
+    resumed = pd.read_csv(killed / "predictions.csv")
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert not (killed / ".resume").exists()
+    assert len(list((killed / "explanations" / "cnn3d").glob("*.png"))) == 4  # the last fold's CNN, restored

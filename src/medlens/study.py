@@ -27,15 +27,19 @@ from medlens.config import ModelConfig, StudyConfig
 from medlens.data import builders
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fetch import resolve
-from medlens.engine.trainer import seed_everything
+from medlens.engine.trainer import resumable, seed_everything
 from medlens.errors import ConfigError, MedlensError
-from medlens.evaluate.protocol import CrossValidation, Fold, cross_validate, make_folds
+from medlens.evaluate.fold_store import FoldStore
+from medlens.evaluate.protocol import CrossValidation, Fold, gather, make_folds, run_fold
 from medlens.evaluate.summaries import average_over_seeds, summarize_cross_validation
 from medlens.files import json_ready, write_text_atomically
 from medlens.models.base import GRADCAM_METHODS
 from medlens.models.pipeline import ModelPipeline, build_pipeline, prepare_features
 from medlens.progress import progress_bar
 from medlens.report.provenance import package_versions, platform_description
+
+#: The folder of an output folder where a study records its progress (:class:`FoldStore`).
+RESUME_FOLDER = ".resume"
 
 
 def load_dataset(config: StudyConfig) -> ArrayDataset:
@@ -122,12 +126,16 @@ def _catalogue_provenance(name: str) -> dict[str, str]:
     return {"licence": info.licence, "citation": info.citation, "origin": info.source}
 
 
-def prepare_output(out_dir: Path, overwrite: bool) -> Path:
-    """Create ``out_dir``; refuse to replace an earlier study's results unless ``overwrite``."""
+def prepare_output(out_dir: Path, overwrite: bool, resume: bool = False) -> Path:
+    """Create ``out_dir``; refuse to replace an earlier study's results, finished or not, unless ``overwrite``
+    (an unfinished one is continued with ``resume``)."""
     out_dir = Path(out_dir)
     if (out_dir / "results.json").exists() and not overwrite:
         raise MedlensError(f"{out_dir}: already holds a study's results.json; choose another --out "
                            "or pass --overwrite to replace it")
+    if (out_dir / RESUME_FOLDER / "study.json").exists() and not (overwrite or resume):
+        raise MedlensError(f"{out_dir}: holds an unfinished study (killed or stopped); pass --resume to continue "
+                           "it, or --overwrite to start it again")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
@@ -143,35 +151,60 @@ def _augmenter(config: StudyConfig):
     return lambda train, fold: augment_with_generator(train, generator, config.augment.n_per_class, seed=fold.seed)
 
 
+def _explained(model) -> bool:
+    """Whether a study explains ``model``'s last fold: image networks, by Grad-CAM."""
+    return set(GRADCAM_METHODS) <= set(model.capabilities.explain)
+
+
 def evaluate_model(model_cfg: ModelConfig, data: ArrayDataset, folds: list[Fold], config: StudyConfig,
-                   quick: bool, advance, augment=None) -> tuple[dict[str, Any], list[CrossValidation]]:
+                   quick: bool, advance, augment=None, store: FoldStore | None = None
+                   ) -> tuple[dict[str, Any], list[CrossValidation]]:
     """Cross-validate one model entry once per training seed (``model_cfg.seeds``); returns its
-    ``results.json`` entry and the cross-validation of each seed (the first is the one the report details)."""
+    ``results.json`` entry and the cross-validation of each seed (the first is the one the report details).
+
+    With a ``store``, folds it holds are read back instead of run, and each fold run is recorded there (its
+    trainings resumable from their last epoch), so that a killed study resumes where it stopped.
+    """
     runs = []
     for offset in range(model_cfg.seeds):
-        runs.append(cross_validate(lambda fold: study_pipeline(config, model_cfg, quick, fold.seed, offset),
-                                   data, folds, config.protocol, name=model_cfg.key, augment=augment,
-                                   advance=advance))
+        results = []
+        for fold in folds:
+            model = study_pipeline(config, model_cfg, quick, fold.seed, offset)
+            keep = offset == 0 and fold is folds[-1] and _explained(model)
+            result = None if store is None else store.load(model_cfg.key, offset, fold)
+            if result is None:
+                training = None if store is None else store.training_folder(model_cfg.key, offset, fold)
+                with resumable(training):
+                    result = run_fold(model, data, fold, config.protocol, name=model_cfg.key, augment=augment)
+                if store is not None:
+                    if keep:
+                        store.save_model(model_cfg.key, offset, fold, result.model)
+                    store.save(model_cfg.key, offset, result)
+            elif keep:
+                result.model = store.load_model(model_cfg.key, offset, fold, model)
+            results.append(result)
+            advance()
+        runs.append(gather(results, len(data), data.n_classes))
     labels = data.meta.get("labels")
     entries = [summarize_cross_validation(cv, data.labels, config.protocol, labels=labels,
                                           subgroups=data.meta.get("subgroups"), seed=config.seed) for cv in runs]
     entry = average_over_seeds(entries) if len(entries) > 1 else entries[0]
     params = model_params(model_cfg, quick, config.seed)
-    last = runs[0].last_model
+    fitted = study_pipeline(config, model_cfg, quick, config.seed)
     entry.update({
         "train_seconds": round(sum(cv.train_seconds for cv in runs), 3),
-        "description": model_cfg.description or getattr(last, "description", ""),
-        "n_parameters": getattr(last, "n_parameters", None),
+        "description": model_cfg.description or getattr(runs[0].last_model or fitted, "description", ""),
+        "n_parameters": getattr(runs[0].last_model, "n_parameters", None),
         "model": model_cfg.name,
         "params": params,
         "training_seeds": [params["seed"] + offset for offset in range(model_cfg.seeds)],
-        "capabilities": last.capabilities.as_dict(),
+        "capabilities": fitted.capabilities.as_dict(),
     })
     return entry, runs
 
 
 def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, quick: bool = False,
-              quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+              quiet: bool = False, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Run ``config`` and write its results, tables, figures and report into ``out_dir``.
 
     Parameters
@@ -187,7 +220,11 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     quiet : bool
         No progress bars.
     overwrite : bool
-        Replace an earlier study's results in ``out_dir``.
+        Replace an earlier study's results in ``out_dir`` (finished or not).
+    resume : bool
+        Continue the unfinished study in ``out_dir`` (killed or stopped): its finished folds are kept and an
+        interrupted training continues from its last epoch; the results equal those of an uninterrupted run.
+        Every study records its progress in ``out_dir/.resume`` (removed when it finishes).
 
     Returns
     -------
@@ -199,7 +236,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     started = time.perf_counter()
     models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
     pipelines = check_model_params(config, models, quick)
-    out_dir = prepare_output(out_dir, overwrite)
+    out_dir = prepare_output(out_dir, overwrite, resume)
     seed_everything(config.seed)
     data = load_dataset(config)
     if quick and config.quick.max_samples:
@@ -208,6 +245,11 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     k = folds or (config.quick.folds if quick else config.protocol.folds)
     outer = make_folds(data, config.protocol, k, config.seed)
     augment = _augmenter(config)
+    store = FoldStore(out_dir / RESUME_FOLDER)
+    if overwrite:
+        store.clear()
+    store.bind({"config": config.model_dump(mode="json"), "data_md5": data.meta.get("source_md5"),
+                "n_samples": len(data), "quick": quick, "folds": k}, resume)
 
     results_models: dict[str, Any] = {}
     oof: dict[str, dict[str, Any]] = {}
@@ -215,10 +257,11 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     steps = sum(m.seeds for m in models) * len(outer)
     with progress_bar(steps, "study", disable=quiet) as advance_for:
         for model_cfg in models:
-            entry, runs = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key), augment)
+            entry, runs = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key), augment,
+                                         store)
             first = runs[0]
             explained = None
-            if set(GRADCAM_METHODS) <= set(first.last_model.capabilities.explain):
+            if first.last_model is not None and _explained(first.last_model):
                 explained = explain_examples(first.last_model, data, outer[-1], first.oof, labels)
             results_models[model_cfg.key] = entry
             oof[model_cfg.key] = {"y_true": data.labels, "p": first.oof, "fold": first.fold_of,
@@ -259,4 +302,5 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     results["provenance"]["wall_seconds"] = round(time.perf_counter() - started, 2)
     # last: marks a finished study
     write_text_atomically(out_dir / "results.json", json.dumps(json_ready(results), indent=2))
+    store.clear()
     return results

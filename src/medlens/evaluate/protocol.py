@@ -98,6 +98,8 @@ class FoldResult:
     operating_points: dict[str, dict] | None
     row: dict[str, Any]
     seconds: float
+    model: Any = None
+    """The fitted model (None for a fold read back from a :class:`~medlens.evaluate.fold_store.FoldStore`)."""
 
 
 @dataclass
@@ -142,10 +144,67 @@ def calibration_scores(p: np.ndarray) -> np.ndarray:
     return p[:, 1] if p.shape[1] == 2 else p
 
 
+def run_fold(model, data: ArrayDataset, fold: Fold, protocol, *, name: str = "model",
+             augment: Callable[[ArrayDataset, Fold], ArrayDataset] | None = None) -> FoldResult:
+    """Fit ``model`` (unfitted) on one fold's training part with its validation part, and score its test part
+    (see the module docstring): the fold's :class:`FoldResult`, with the fitted model in ``result.model``."""
+    n_classes = data.n_classes
+    labels = data.meta.get("labels")
+    n_bins = protocol.ece_bins
+    train = data.subset(fold.train)
+    if augment is not None:
+        train = augment(train, fold)
+    val = data.subset(fold.val)
+    start = time.perf_counter()
+    model.fit(train, val)
+    seconds = time.perf_counter() - start
+    y_test = data.labels[fold.test]
+    proba = predict_checked(model, data.subset(fold.test), n_classes, name)
+    scores = classification_metrics(y_test, proba, labels=labels, threshold=protocol.threshold)
+    row = {"fold": fold.index, "n_train": len(train), "n_synthetic": int(train.meta.get("n_synthetic", 0)),
+           "n_test": int(len(fold.test)), **{m: scores[m] for m in FOLD_METRICS},
+           "ece": ece(y_test, proba, n_bins)}
+    proba_val = predict_checked(model, val, n_classes, name) if len(fold.val) else None
+    y_val = data.labels[fold.val]
+    scaled, temperature = None, None
+    if protocol.calibration == "temperature":
+        if proba_val is not None and len(np.unique(y_val)) == n_classes:
+            scaled, temperature = temperature_scale(proba_val, y_val, proba)
+        else:  # documented fallback: no temperature can be fitted without every class; T = 1
+            scaled, temperature = proba, 1.0
+            row["calibration_note"] = "validation split lacks a class: temperature left at 1"
+        row.update(temperature=temperature, ece_calibrated=ece(y_test, scaled, n_bins))
+    points = None
+    if n_classes == 2:
+        if proba_val is None:
+            proba_val, y_val = np.empty((0, 2)), np.empty(0, int)
+        points = operating_points(y_val, proba_val, y_test, proba, target_sensitivity=protocol.target_sensitivity)
+        row["operating_points"] = points
+    return FoldResult(fold, proba, scaled, temperature, points, row, seconds, model=model)
+
+
+def gather(results: list[FoldResult], n_samples: int, n_classes: int) -> CrossValidation:
+    """The out-of-fold arrays of a model's fold results (see :class:`CrossValidation`)."""
+    oof = np.full((n_samples, n_classes), np.nan)
+    calibrated = any(r.calibrated is not None for r in results)
+    oof_cal = np.full((n_samples, n_classes), np.nan) if calibrated else None
+    fold_of = np.full(n_samples, -1)
+    thresholds: dict[str, np.ndarray] = {}
+    for result in results:
+        test = result.fold.test
+        oof[test] = result.proba
+        fold_of[test] = result.fold.index
+        if oof_cal is not None:
+            oof_cal[test] = result.calibrated
+        for point_name, point in (result.operating_points or {}).items():
+            thresholds.setdefault(point_name, np.full(n_samples, np.nan))[test] = point["threshold"]
+    return CrossValidation(results, oof, oof_cal, fold_of, thresholds, last_model=results[-1].model)
+
+
 def cross_validate(make_model: Callable[[Fold], Any], data: ArrayDataset, folds: list[Fold], protocol, *,
                    name: str = "model", augment: Callable[[ArrayDataset, Fold], ArrayDataset] | None = None,
                    advance: Callable[[], None] | None = None) -> CrossValidation:
-    """Fit and score a model on every fold.
+    """Fit and score a model on every fold (:func:`run_fold`), in turn.
 
     Parameters
     ----------
@@ -164,53 +223,9 @@ def cross_validate(make_model: Callable[[Fold], Any], data: ArrayDataset, folds:
     advance : callable, optional
         Called after each fold (a progress bar).
     """
-    n_classes = data.n_classes
-    labels = data.meta.get("labels")
-    n_bins = protocol.ece_bins
-    calibrate = protocol.calibration == "temperature"
-    oof = np.full((len(data), n_classes), np.nan)
-    oof_cal = np.full((len(data), n_classes), np.nan) if calibrate else None
-    fold_of = np.full(len(data), -1)
-    thresholds: dict[str, np.ndarray] = {}
-    results, model = [], None
+    results = []
     for fold in folds:
-        model = make_model(fold)
-        train = data.subset(fold.train)
-        if augment is not None:
-            train = augment(train, fold)
-        val = data.subset(fold.val)
-        start = time.perf_counter()
-        model.fit(train, val)
-        seconds = time.perf_counter() - start
-        y_test = data.labels[fold.test]
-        proba = predict_checked(model, data.subset(fold.test), n_classes, name)
-        oof[fold.test] = proba
-        fold_of[fold.test] = fold.index
-        scores = classification_metrics(y_test, proba, labels=labels, threshold=protocol.threshold)
-        row = {"fold": fold.index, "n_train": len(train), "n_synthetic": int(train.meta.get("n_synthetic", 0)),
-               "n_test": int(len(fold.test)), **{m: scores[m] for m in FOLD_METRICS},
-               "ece": ece(y_test, proba, n_bins)}
-        proba_val = predict_checked(model, val, n_classes, name) if len(fold.val) else None
-        y_val = data.labels[fold.val]
-        scaled, temperature = None, None
-        if calibrate:
-            if proba_val is not None and len(np.unique(y_val)) == n_classes:
-                scaled, temperature = temperature_scale(proba_val, y_val, proba)
-            else:  # documented fallback: no temperature can be fitted without every class; T = 1
-                scaled, temperature = proba, 1.0
-                row["calibration_note"] = "validation split lacks a class: temperature left at 1"
-            oof_cal[fold.test] = scaled
-            row.update(temperature=temperature, ece_calibrated=ece(y_test, scaled, n_bins))
-        points = None
-        if n_classes == 2:
-            if proba_val is None:
-                proba_val, y_val = np.empty((0, 2)), np.empty(0, int)
-            points = operating_points(y_val, proba_val, y_test, proba,
-                                      target_sensitivity=protocol.target_sensitivity)
-            for point_name, point in points.items():
-                thresholds.setdefault(point_name, np.full(len(data), np.nan))[fold.test] = point["threshold"]
-            row["operating_points"] = points
-        results.append(FoldResult(fold, proba, scaled, temperature, points, row, seconds))
+        results.append(run_fold(make_model(fold), data, fold, protocol, name=name, augment=augment))
         if advance is not None:
             advance()
-    return CrossValidation(results, oof, oof_cal, fold_of, thresholds, last_model=model)
+    return gather(results, len(data), data.n_classes)
