@@ -50,3 +50,19 @@ def json_ready(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def resume_folder(out: str | Path, resume: bool) -> Path:
+    """The folder beside ``out`` where a command keeps the progress of unfinished work (``.<name>.resume``).
+
+    Its presence means an earlier run into ``out`` was killed or stopped: with ``resume`` the command continues
+    from it; without, it is refused with a message (the progress is never thrown away unasked).
+    """
+    out = Path(out)
+    folder = out.parent / f".{out.name}.resume"
+    if folder.exists() and not resume:
+        from medlens.errors import MedlensError
+
+        raise MedlensError(f"{out}: an earlier run into it did not finish (its progress is in {folder}); pass "
+                           f"--resume to continue it, or delete {folder} to start again")
+    return folder

@@ -341,3 +341,33 @@ def test_onnx_is_refused_for_a_model_that_cannot_export(config, tmp_path):
 
     with pytest.raises(ConfigError, match="--onnx: model svm .* does not export"):
         train_bundle(config, tmp_path / "b", model_id="svm", quick=True, max_samples=200, quiet=True, onnx=True)
+
+
+def test_train_resume_continues_an_interrupted_training_to_the_same_bundle(config, tmp_path, monkeypatch):
+    """`medlens train --resume` after a training stopped in its second epoch: the same weights as an
+    uninterrupted training; without --resume the unfinished run is refused, never silently restarted."""
+    from medlens.deploy.train import train_bundle
+    from medlens.engine.trainer import Trainer
+    from medlens.errors import MedlensError
+
+    train_bundle(config, tmp_path / "whole", quick=True, max_samples=300, quiet=True)
+    epoch = Trainer._train_epoch
+    calls = [0]
+
+    def stopping(self, *args):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return epoch(self, *args)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train_bundle(config, tmp_path / "again", quick=True, max_samples=300, quiet=True)
+    monkeypatch.setattr(Trainer, "_train_epoch", epoch)
+    with pytest.raises(MedlensError, match="did not finish.*--resume"):
+        train_bundle(config, tmp_path / "again", quick=True, max_samples=300, quiet=True)
+    train_bundle(config, tmp_path / "again", quick=True, max_samples=300, quiet=True, resume=True)
+    whole, again = open_bundle(tmp_path / "whole"), open_bundle(tmp_path / "again")
+    for key, value in whole.arrays().items():
+        np.testing.assert_array_equal(again.arrays()[key], value)
+    assert not (tmp_path / ".again.resume").exists()

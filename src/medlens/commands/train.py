@@ -28,6 +28,8 @@ def train(
                                                     "as cnn; needs medlens[onnx]), checked against PyTorch on "
                                                     "the validation images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an earlier run into --out that was killed, from "
+                                "its last epoch (the result equals an uninterrupted run's)."),
 ) -> None:
     """Train one model of a study config on its data and write a bundle for `medlens predict`.
 
@@ -47,7 +49,8 @@ def train(
     quiet = quiet_requested(quiet)
     study_config = load_config(config)
     manifest = train_bundle(study_config, out, model, quick=quick, max_samples=max_samples, threshold=threshold,
-                            calibrate=calibrate, quiet=quiet, exclude_groups=exclude_group, onnx=onnx)
+                            calibrate=calibrate, quiet=quiet, exclude_groups=exclude_group, onnx=onnx,
+                            resume=resume)
     metrics = manifest["metrics"]
     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
     console.print(f"wrote bundle {out} (model {manifest['model']['id']}){': ' + summary if summary else ''}")

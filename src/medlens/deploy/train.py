@@ -19,6 +19,7 @@ Every bundle carries a model card (``model_card.md``, :func:`medlens.report.mode
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float, n_bins: int)
 def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *, quick: bool = False,
                  max_samples: int | None = None, threshold: float | str | OperatingPoint = 0.5,
                  calibrate: bool = False, quiet: bool = False,
-                 exclude_groups: list[str] | None = None, onnx: bool = False) -> dict[str, Any]:
+                 exclude_groups: list[str] | None = None, onnx: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train one model of ``config`` and write its bundle into ``out``.
 
     With the dataset's official split the model trains on ``train``, stops early on ``val`` (which
@@ -138,7 +139,11 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     calibrate : bool
         Fit and store a temperature on the validation predictions.
     onnx : bool
-        Also export the cnn to ``model.onnx``, checked on the validation images.
+        Also export the model to ``model.onnx`` (models that can), checked on the validation images.
+    resume : bool
+        Continue the training of an earlier run into ``out`` that was killed (its resume checkpoints are kept
+        beside ``out`` until the bundle is written, :func:`medlens.files.resume_folder`); the bundle equals an
+        uninterrupted run's.
 
     Returns
     -------
@@ -147,10 +152,11 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     """
     from medlens.deploy.classifier import load_classifier, save_classifier
     from medlens.deploy.input_profile import fit_profile
-    from medlens.engine.trainer import seed_everything
+    from medlens.engine.trainer import resumable, seed_everything
     from medlens.evaluate.calibration import temperature_scale
     from medlens.evaluate.protocol import ece
     from medlens.evaluate.splits import inner_validation_split
+    from medlens.files import resume_folder
     from medlens.models.pipeline import build_pipeline
     from medlens.progress import silenced
     from medlens.study import load_dataset, model_params, subsample
@@ -162,6 +168,7 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     if onnx and not model.capabilities.onnx:
         raise ConfigError(f"--onnx: model {entry.key} ({entry.name}) does not export to ONNX; only models whose "
                           "capabilities say so (image networks such as cnn) do")
+    progress_folder = resume_folder(out, resume)
     seed_everything(config.seed)
     data = load_dataset(config)
     if exclude_groups:
@@ -180,7 +187,7 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
                     f"{'patient-grouped ' if data.groups is not None else ''}validation split (early stopping, "
                     "calibration, threshold); no held-out test set")
     val = data.subset(val_idx)
-    with silenced(quiet):
+    with silenced(quiet), resumable(progress_folder):
         model.fit(data.subset(train_idx), val)
     p_val_raw = np.asarray(model.predict_proba(val), dtype=np.float64)
     temperature = None
@@ -215,4 +222,5 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
                               "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings},
                     input_profile=fit_profile(data.images[train_idx], data.meta.get("modality")),
                     onnx_images=val.images if onnx else None)
+    shutil.rmtree(progress_folder, ignore_errors=True)
     return load_classifier(out).manifest

@@ -195,9 +195,15 @@ class GAN:
         self.discriminator = Discriminator(config, spectral=config.kind == "dcgan")
         self.history = GANHistory()
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, progress: bool = False) -> GANHistory:
+    def fit(self, images: np.ndarray, labels: np.ndarray, progress: bool = False, checkpoint: str | Path | None = None,
+            every: int = 100) -> GANHistory:
         """Train on ``images`` ``(N, C, H, W)`` in [0, 1] with integer class ``labels`` for ``config.steps``
-        generator steps; returns (and keeps) the :class:`GANHistory`."""
+        generator steps; returns (and keeps) the :class:`GANHistory`.
+
+        With ``checkpoint`` (a file) the training state is written there every ``every`` generator steps (both
+        networks and optimisers, the step, the history and the random states), and a training that finds the file
+        continues from it, ending with the weights an uninterrupted training ends with.
+        """
         from rich.progress import Progress
 
         cfg = self.config
@@ -217,10 +223,13 @@ class GAN:
         batch = min(cfg.batch_size, len(x))
         self.generator.train()
         self.discriminator.train()
+        first = 0
+        if checkpoint is not None and Path(checkpoint).is_file():
+            first = self._resume(Path(checkpoint), opt_g, opt_d, gen)
         start = time.perf_counter()
         with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task(f"{cfg.kind}", total=cfg.steps)
-            for _ in range(cfg.steps):
+            task = bar.add_task(f"{cfg.kind}", total=cfg.steps, completed=first)
+            for step in range(first, cfg.steps):
                 for _ in range(d_steps):
                     rows = torch.randint(len(x), (batch,), generator=gen)
                     d_loss, gap = self._discriminator_step(x[rows], y[rows], opt_d, gen)
@@ -229,8 +238,35 @@ class GAN:
                 self.history.g_loss.append(g_loss)
                 self.history.gap.append(gap)
                 bar.advance(task)
+                if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == cfg.steps):
+                    self._checkpoint(Path(checkpoint), step + 1, opt_g, opt_d, gen,
+                                     time.perf_counter() - start)
         self.history.seconds += time.perf_counter() - start
         return self.history
+
+    def _checkpoint(self, path: Path, steps: int, opt_g, opt_d, gen: torch.Generator, seconds: float) -> None:
+        """The training state after ``steps`` generator steps (read back with ``torch.load(weights_only=True)``)."""
+        payload = {"steps": steps, "generator": self.generator.state_dict(),
+                   "discriminator": self.discriminator.state_dict(), "opt_g": opt_g.state_dict(),
+                   "opt_d": opt_d.state_dict(), "noise": gen.get_state(), "torch": torch.get_rng_state(),
+                   "history": {**asdict(self.history), "seconds": self.history.seconds + seconds}}
+        write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+    def _resume(self, path: Path, opt_g, opt_d, gen: torch.Generator) -> int:
+        """Restore the state :meth:`_checkpoint` wrote; returns the generator steps already taken."""
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            self.generator.load_state_dict(saved["generator"])
+            self.discriminator.load_state_dict(saved["discriminator"])
+            opt_g.load_state_dict(saved["opt_g"])
+            opt_d.load_state_dict(saved["opt_d"])
+        except Exception as exc:  # torch raises pickle, zip, key and runtime errors alike for a bad file
+            raise UnreadableFileError(path, f"not a resume checkpoint of this GAN ({exc}); delete it to train "
+                                            "from the start") from exc
+        gen.set_state(saved["noise"])
+        torch.set_rng_state(saved["torch"])
+        self.history = GANHistory(**saved["history"])
+        return int(saved["steps"])
 
     def _noise(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         z = torch.randn(n, self.config.latent_dim, generator=gen)
