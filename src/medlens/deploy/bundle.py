@@ -51,6 +51,7 @@ import numpy as np
 import medlens
 from medlens.errors import MedlensError
 from medlens.files import json_ready
+from medlens.report.provenance import package_versions
 
 FORMAT = "medlens-bundle"
 FORMAT_VERSION = 2
@@ -158,8 +159,8 @@ def write_bundle(target: str | Path, kind: str, manifest: dict[str, Any],
     kind : str
         One of :data:`KINDS`.
     manifest : dict
-        Kind-specific fields; ``format``, ``format_version``, ``kind``, ``medlens_version`` and ``created``
-        are added here.
+        Kind-specific fields; ``format``, ``format_version``, ``kind``, ``medlens_version``, ``created`` and
+        ``versions`` (:func:`medlens.report.provenance.package_versions`) are added here.
     files : dict
         File name (relative, inside the bundle) → ``write(path)``, which writes that file.
 
@@ -183,7 +184,7 @@ def write_bundle(target: str | Path, kind: str, manifest: dict[str, Any],
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
                 "medlens_version": medlens.__version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                **manifest}
+                "versions": package_versions(), **manifest}
         (staging / MANIFEST).write_text(json.dumps(json_ready(full), indent=2, allow_nan=True), encoding="utf-8")
         listed = sorted([*files, MANIFEST])
         record = "".join(f"{sha256(staging / name)}  {name}\n" for name in listed)

@@ -34,7 +34,6 @@ from medlens.deploy.bundle import CARD, WEIGHTS, BundleError, BundleReader, load
 from medlens.errors import ModelError
 from medlens.models.base import ModelState
 from medlens.models.pipeline import ModelPipeline, restore_pipeline
-from medlens.report.provenance import package_versions
 
 #: The only scikit-learn types, besides skops' default safe ones (estimators, arrays), that a bundle's
 #: ``.skops`` files may contain: what the ``svm`` model's Platt calibration holds.
@@ -149,7 +148,6 @@ def save_classifier(model: ModelPipeline, params: dict[str, Any], config: StudyC
         "temperature": None if temperature is None else float(temperature),
         "training": training or {},
         "metrics": metrics or {},
-        "versions": package_versions(),
         "state": {"meta": state.meta, "estimators": sorted(state.estimators)},
     }
     files = {WEIGHTS: write_arrays(state.arrays)}
