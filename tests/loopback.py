@@ -1,5 +1,6 @@
 """A small HTTP server on 127.0.0.1 (a free port) for download tests: routes map a path to a function that
-returns ``(status, headers, body)``; every request is counted, byte ranges are honoured where a route allows."""
+returns ``(status, headers, body)``; every request is counted, byte ranges are honoured where a route allows,
+and a header ``X-Cut-After: N`` makes the server hang up after N bytes of a longer announced body."""
 
 from __future__ import annotations
 
@@ -45,12 +46,16 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 start = int(wanted.removeprefix("bytes=").split("-")[0])
                 headers = {**headers, "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
                 status, body = 206, body[start:]
+            cut = headers.pop("X-Cut-After", None)  # announce the whole body, send only this many bytes, hang up
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body if cut is None else body[: int(cut)])
+            if cut is not None:
+                self.wfile.flush()
+                self.close_connection = True
 
         def log_message(self, *args):
             pass
