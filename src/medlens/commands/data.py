@@ -228,6 +228,8 @@ def build_lidc(
     scheduler: str = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler to build on "
                                   "(also MEDLENS_DASK_SCHEDULER), e.g. tcp://10.0.0.5:8786."),
     margin_mm: float = typer.Option(10.0, "--margin-mm", help="Margin around each lesion's marks in its VOI."),
+    consensus: float = typer.Option(0.5, "--consensus", help="Fraction of a lesion's readers who must mark a voxel "
+                                    "for its mask: 0.5 is LIDC's 50 % consensus, 0 the union of the readers."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Turn the LIDC-IDRI archive (DICOM series + reader XML) into the nodule study set.
@@ -261,7 +263,7 @@ def build_lidc(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=quiet_requested(quiet)) as bar:
         task = bar.add_task("patients", total=len(found))
-        report = build_lidc_idri(raw, out_dir, options=BuildOptions(margin_mm=margin_mm), workers=workers,
+        report = build_lidc_idri(raw, out_dir, options=BuildOptions(margin_mm=margin_mm, consensus=consensus), workers=workers,
                                  scheduler=scheduler, patients=found,
                                  on_patient=lambda patient, result: bar.advance(task))
     for patient, file, problem in report.skipped:

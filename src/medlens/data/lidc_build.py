@@ -90,6 +90,8 @@ class BuildOptions:
     """What shapes the output; a record made with other options is built again."""
 
     margin_mm: float = 10.0
+    consensus: float = 0.5
+    """Fraction of a lesion's readers who must mark a voxel for the mask (:func:`group_marks` ``level``)."""
 
 
 @dataclass
@@ -280,8 +282,8 @@ def _build_series(patient: str, folder: Path, out: Path, options: BuildOptions, 
                   log: list[list[str]]) -> tuple[list[dict], dict[str, str], int]:
     from medlens.data.readers.lidc_xml import group_marks, reader_marks
 
-    xml, sessions = _read_xml(folder)
     image, notes = _read_series(folder)
+    xml, sessions = _read_xml(folder)
     for note in notes:
         log.append([patient, str(folder), f"note: {note}"])
     z = np.array([p[2] for p in image.meta["slice_positions"]])
@@ -296,7 +298,7 @@ def _build_series(patient: str, folder: Path, out: Path, options: BuildOptions, 
                 raise _Skip(xml, f"reader {mark.reader + 1} nodule {mark.nodule_id!r} names SOP Instance UID "
                                  f"{roi.sop_uid} (z {roi.z} mm), absent from the series")
             beyond.setdefault(index, []).append(roi.z)
-    lesions = group_marks(marks)
+    lesions = group_marks(marks, options.consensus)
     if not lesions:
         log.append([patient, str(xml), "note: no rated nodule (>= 3 mm) on this series"])
     provenance = {"source_md5": _series_md5(folder), "xml_file": xml.name, "xml_md5": _md5(xml),

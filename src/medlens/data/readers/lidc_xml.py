@@ -343,13 +343,14 @@ def _overlap(a: Mark, b: Mark) -> bool:
     return bool((a.mask[sa] & b.mask[sb]).any())
 
 
-def group_marks(marks: list[Mark]) -> list[LesionGroup]:
-    """Group overlapping marks into lesions with their 50 % consensus, largest agreement first.
+def group_marks(marks: list[Mark], level: float = 0.5) -> list[LesionGroup]:
+    """Group overlapping marks into lesions with their consensus mask, largest agreement first.
 
     Reader masks that overlap are taken to outline the same lesion (pylidc's annotation clustering;
     one reader's overlapping masks are merged into one). Each cluster's consensus keeps the voxels
-    that at least ``⌈n/2⌉`` of its ``n`` readers mark (the 50 % consensus of LIDC studies); where a
-    chain of pairwise overlaps leaves no voxel with that many votes, the union is kept instead.
+    that at least ``max(1, ⌈level·n⌉)`` of its ``n`` readers mark: ``level = 0.5`` is the 50 % consensus
+    of LIDC studies (``⌈n/2⌉``), a level at or below ``1/n`` the union of the readers. Where a chain of
+    pairwise overlaps leaves no voxel with that many votes, the union is kept instead.
     Sorted by the number of readers (descending), then by consensus volume (descending).
     """
     marks = [m for m in marks if m.mask.any()]
@@ -375,7 +376,7 @@ def group_marks(marks: list[Mark]) -> list[LesionGroup]:
             placed = by_reader.setdefault(m.reader, np.zeros(size, dtype=bool))
             placed[_box(tuple(o - g for o, g in zip(m.origin, origin)), m.mask.shape)] |= m.mask
         votes = np.sum(list(by_reader.values()), axis=0)
-        consensus = votes >= math.ceil(len(by_reader) / 2)
+        consensus = votes >= max(1, math.ceil(level * len(by_reader)))
         out.append(LesionGroup(members, origin, consensus if consensus.any() else votes > 0))
     return sorted(out, key=lambda g: (-len(g.readers), -int(g.consensus.sum())))
 
