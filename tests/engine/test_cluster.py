@@ -52,8 +52,10 @@ def test_a_dead_worker_loses_only_its_task_which_is_retried(tmp_path):
     assert outcome.results == {f"task-{n}": n for n in names}
     calls = sorted(p.name for p in tmp_path.iterdir())
     assert [c for c in calls if c.startswith("victim")] == ["victim.0", "victim.1"]  # died once, ran again
-    # one thread per worker: no other task was running on the worker that died, so each ran exactly once
-    assert sorted(c for c in calls if not c.startswith("victim")) == ["a.0", "b.0", "c.0", "d.0"]
+    # a finished result still held by the dead worker (not yet gathered) is computed again, once; a build task
+    # that finds its patient's record returns it without work (test_lidc_build)
+    others = [c for c in calls if not c.startswith("victim")]
+    assert {c.split(".")[0] for c in others} == set("abcd") and all(c.endswith((".0", ".1")) for c in others)
     assert all(w.startswith("tcp://") for w in outcome.where.values())
 
 

@@ -12,9 +12,10 @@
 
 :func:`run_tasks` submits one task per item and hands each small result to a callback as it arrives. Tasks
 should write their large outputs themselves and return only a summary, so nothing large travels back to the
-client. A worker that dies (killed, out of memory) loses only the tasks it was running: the scheduler runs them
-again on another worker (up to ``distributed.scheduler.allowed-failures`` deaths per task, default 3), and
-``retries`` re-runs a task that raised. Any callable and arguments that pickle can be a task: a study can submit
+client. A worker that dies (killed, out of memory) loses only the tasks it was running and the results it still held:
+the scheduler runs them again on another worker (up to ``distributed.scheduler.allowed-failures`` deaths per
+task, default 3), and ``retries`` re-runs a task that raised. Tasks that write their output and record it (the
+archive build) make such a rerun cheap: they find their record and return at once. Any callable and arguments that pickle can be a task: a study can submit
 ``fit one model on one fold`` the same way.
 
 References: Dask distributed documentation, "Launching Clusters" and "Resilience"
