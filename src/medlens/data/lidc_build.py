@@ -105,6 +105,8 @@ class PatientResult:
     skipped: int = 0
     seconds: float = 0.0
     reused: bool = False
+    peak_rss_mb: float = 0.0
+    """Peak resident memory of the process that built the patient, so far (``ru_maxrss``)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,7 +222,14 @@ def build_patient(patient: str, folders: list[str], out: str, options: BuildOpti
     from medlens.files import write_text_atomically
 
     write_text_atomically(_record_path(out_dir, patient), json.dumps(record, indent=1, default=_plain))
-    return PatientResult(patient, len(rows), n_series, n_slices, len(log), time.perf_counter() - start)
+    return PatientResult(patient, len(rows), n_series, n_slices, len(log), time.perf_counter() - start,
+                         peak_rss_mb=_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _plain(value: Any) -> Any:
@@ -230,8 +239,24 @@ def _plain(value: Any) -> Any:
 
 
 def _series_md5(folder: Path) -> str:
-    """One md5 over the md5 of every visible file of the folder (``md5  name`` lines, sorted by name)."""
-    lines = "".join(f"{_md5(f)}  {f.name}\n" for f in sorted(folder.iterdir()) if f.is_file() and _visible(f))
+    """One md5 over the md5 of every visible file of the folder (``md5  name`` lines, sorted by name).
+
+    A series downloaded by ``medlens data fetch lidc-idri`` has a record of its files' md5s, each checked
+    against TCIA's at download: when it lists exactly the folder's files, those md5s are used instead of
+    reading every file again (hashing a 120 MB series costs about as much as decoding it).
+    """
+    from medlens.data.tcia import RECORD
+
+    names = sorted(f.name for f in folder.iterdir() if f.is_file() and _visible(f))
+    recorded: dict[str, str] = {}
+    if (folder / RECORD).is_file():
+        try:
+            recorded = json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]
+        except (ValueError, KeyError):
+            recorded = {}
+    if sorted(recorded) != names:
+        recorded = {name: _md5(folder / name) for name in names}
+    lines = "".join(f"{recorded[name]}  {name}\n" for name in names)
     return hashlib.md5(lines.encode()).hexdigest()
 
 

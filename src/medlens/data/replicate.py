@@ -24,9 +24,11 @@ def new_uid(old: str, patient_id: str) -> str:
     return generate_uid(entropy_srcs=[old, patient_id])
 
 
-def replicate_patient(patient_dir: str | Path, out: str | Path, patient_id: str) -> Path:
+def replicate_patient(patient_dir: str | Path, out: str | Path, patient_id: str, record: bool = False) -> Path:
     """Copy one patient folder of the download tree (``<patient>/<study>/<series>/``) as ``out/<patient_id>``.
 
+    With ``record``, each series folder also gets the file record that ``medlens data fetch lidc-idri`` writes
+    (:data:`medlens.data.tcia.RECORD`: every file's md5), as if the copy had been downloaded.
     Returns the new patient folder.
     """
     patient_dir, out = Path(patient_dir), Path(out)
@@ -57,11 +59,29 @@ def replicate_patient(patient_dir: str | Path, out: str | Path, patient_id: str)
             for old, new in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
                 text = text.replace(old, new)
             (folder / xml.name).write_text(text, encoding="utf-8", errors="surrogateescape")
+        if record:
+            _write_record(folder, patient_id)
     return target_root
 
 
-def replicate_archive(patient_dirs: list[Path], out: str | Path, n_patients: int, prefix: str = "REPL") -> list[Path]:
-    """``n_patients`` copies, cycling through ``patient_dirs``, named ``<prefix>-<00001>``…; existing copies kept."""
+def _write_record(folder: Path, patient_id: str) -> None:
+    import hashlib
+    import json
+
+    from medlens.data.tcia import RECORD
+
+    files = {}
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        files[file.name] = hashlib.md5(file.read_bytes()).hexdigest()
+    (folder / RECORD).write_text(json.dumps({"patient_id": patient_id, "source": "replicate", "files": files},
+                                            indent=1), encoding="utf-8")
+
+
+def replicate_archive(patient_dirs: list[Path], out: str | Path, n_patients: int, prefix: str = "REPL",
+                      record: bool = False) -> list[Path]:
+    """``n_patients`` copies, cycling through ``patient_dirs``, named ``<prefix>-<00001>``…; existing copies kept.
+
+    ``record`` writes the download record of each series (see :func:`replicate_patient`)."""
     out = Path(out)
     made = []
     for i in range(n_patients):
@@ -70,7 +90,7 @@ def replicate_archive(patient_dirs: list[Path], out: str | Path, n_patients: int
         if not target.exists():
             partial = out / f".{patient_id}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            replicate_patient(patient_dirs[i % len(patient_dirs)], partial, patient_id)
+            replicate_patient(patient_dirs[i % len(patient_dirs)], partial, patient_id, record)
             (partial / patient_id).rename(target)
             shutil.rmtree(partial, ignore_errors=True)
         made.append(target)

@@ -138,10 +138,19 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
 
 
 def _roi(element: ET.Element) -> Roi:
-    points = np.array(
-        [(int(_text(e, "xCoord")), int(_text(e, "yCoord"))) for e in _children(element, "edgeMap")],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    xs, ys = [], []
+    for edge in element:  # one pass over each edgeMap's children (a whole series' XML has ~10^5 points)
+        if _local(edge.tag) == "edgeMap":
+            x = y = None
+            for coord in edge:
+                name = _local(coord.tag)
+                if name == "xCoord":
+                    x = coord.text
+                elif name == "yCoord":
+                    y = coord.text
+            xs.append(int(x.strip()) if x else int(""))
+            ys.append(int(y.strip()) if y else int(""))
+    points = np.column_stack([np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)]).reshape(-1, 2)
     return Roi(
         sop_uid=_text(element, "imageSOP_UID"),
         z=float(_text(element, "imageZposition")),
