@@ -85,6 +85,18 @@ def _class_table(info: DatasetInfo, location: Path | None) -> tuple[Table, str]:
     return table, origin
 
 
+def _download_line(info: DatasetInfo) -> str:
+    """Where `medlens data fetch` gets the set from."""
+    from medlens.data.github import github_source
+
+    source = github_source(info.name)
+    if source is not None:
+        return f"{source.describe()}, each file md5-checked (`medlens data fetch {info.name}`)"
+    if info.name == "lidc-idri":
+        return "TCIA's REST API, series by series (`medlens data fetch lidc-idri --patients N`)"
+    return info.url or "no verified direct download"
+
+
 def _label(info: DatasetInfo, index: int) -> str:
     return f"{index} {info.labels[index]}" if index < len(info.labels) else str(index)
 
@@ -115,7 +127,7 @@ def info(
         ("samples", f"{entry.n_samples} {entry.unit}s"),
         ("licence", entry.licence),
         ("source", entry.source),
-        ("download", entry.url or "no verified direct download"),
+        ("download", _download_line(entry)),
         ("md5", entry.md5 or f"per file ({len(entry.files)} files)"),
         ("local", str(location) if location is not None else f"not present (expected <data>/{entry.local_path})"),
         ("notes", entry.notes),

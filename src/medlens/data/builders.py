@@ -217,8 +217,9 @@ def lidc_nodules(
     target = (spacing,) * 3
     store = None if images_file is None else _CubeFile(Path(images_file), len(table),
                                                        (1 + int(mask_channel), size, size, size))
-    cubes, feature_rows, used = [], [], []
-    for row in table.itertuples():
+    cubes, names = None, None
+    values = np.empty((0, 0))  # one row of features per nodule, in the order of the first nodule's names
+    for i, row in enumerate(table.itertuples()):
         image = read_nifti(root / "image" / f"{row.stem}{suffix}")
         mask = read_nifti(root / "nodule_mask" / f"{row.stem}{suffix}")
         if image.shape != mask.shape:
@@ -228,25 +229,31 @@ def lidc_nodules(
                                      target_spacing=spacing, size=size, window=window,
                                      mask_channel=mask_channel, source=f"{root / 'nodule_mask' / row.stem}{suffix}")
         features["diameter_mm"] = float(row.diameter_mm)
-        feature_rows.append(features)
-        if store is None:
-            cubes.append(cube)
-        else:
+        if names is None:
+            names = list(features)
+            values = np.empty((len(table), len(names)), np.float64)
+        if list(features) != names:
+            raise DatasetError(f"{root / 'image' / row.stem}{suffix}: features {sorted(features)} differ from "
+                               f"the first nodule's {sorted(names)}")
+        values[i] = [features[n] for n in names]
+        if store is not None:
             store.append(cube)
-        used.append(row)
+        else:  # filled in place: no list of cubes beside the stacked array
+            if cubes is None:
+                cubes = np.empty((len(table), *cube.shape), cube.dtype)
+            cubes[i] = cube
 
-    frame = pd.DataFrame(feature_rows)
-    files = [root / "image" / f"{r.stem}{suffix}" for r in used] + [sheet]
+    files = [root / "image" / f"{stem}{suffix}" for stem in table["stem"]] + [sheet]
     return ArrayDataset(
-        images=np.stack(cubes) if store is None else store.close(),
-        labels=np.array([int(r.label) for r in used]),
-        groups=np.array([r.patient_id for r in used]),
-        features=frame.to_numpy(np.float32),
-        ids=np.array([r.stem for r in used]),
-        aux=np.array([[getattr(r, c) for c in LIDC_SEMANTIC_RATINGS] for r in used], dtype=np.float32),
+        images=cubes if store is None else store.close(),
+        labels=table["label"].to_numpy().astype(int),
+        groups=table["patient_id"].to_numpy().astype(str),
+        features=values.astype(np.float32),
+        ids=table["stem"].to_numpy().astype(str),
+        aux=table[list(LIDC_SEMANTIC_RATINGS)].to_numpy(np.float32),
         meta={
             "labels": ["benign", "malignant"],
-            "feature_names": list(frame.columns),
+            "feature_names": names,
             "aux_names": [c.removesuffix("_value").lower() for c in LIDC_SEMANTIC_RATINGS],
             "spacing": target,
             "channels": ["ct_" + window] + (["nodule_mask"] if mask_channel else []),
