@@ -45,8 +45,10 @@ RESUME_FOLDER = ".resume"
 
 
 def load_dataset(config: StudyConfig) -> ArrayDataset:
-    """Resolve the study's files and build its arrays."""
-    root = resolve(config.data.name, path=config.data.path, download=False, progress=False)
+    """Resolve the study's files (downloading a missing set that has a verified source) and build its arrays."""
+    from medlens.data.fetch import ensure_dataset
+
+    root = ensure_dataset(config.data.name, path=config.data.path, progress=False)
     return builders.build_dataset(config.data.builder, root, **config.data.params)
 
 
