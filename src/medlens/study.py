@@ -27,7 +27,6 @@ import numpy as np
 from medlens.config import ModelConfig, StudyConfig, parse_config
 from medlens.data import builders
 from medlens.data.dataset import ArrayDataset
-from medlens.data.fetch import resolve
 from medlens.engine.cluster import scheduler_address
 from medlens.engine.trainer import resumable, seed_everything
 from medlens.errors import ConfigError, MedlensError

@@ -21,6 +21,7 @@ from realdata import REPO, need
 from medlens.cli import app
 from medlens.data import lidc_build
 from medlens.data.builders import build_dataset
+from medlens.data.dataset import LazyImages
 from medlens.data.readers import read_dicom, read_nifti
 from medlens.data.readers.dicom import PADDING_HU
 from medlens.data.replicate import replicate_archive
@@ -152,8 +153,13 @@ def test_the_study_builder_reads_the_built_set(built, data_root, tmp_path):
     assert sorted(data.ids) == ["LIDC-IDRI-0001_R_1", "LIDC-IDRI-0002_R_1", "LIDC-IDRI-0003_R_1"]
     assert data.labels.tolist() == [1, 1, 1] and data.images.shape == (3, 2, 32, 32, 32)
     lazy = build_dataset("lidc_nodules", out, images_file=str(tmp_path / "cubes.npy"))
-    assert isinstance(lazy.images, np.memmap) and np.array_equal(np.asarray(lazy.images), data.images)
+    assert isinstance(lazy.images, LazyImages) and np.array_equal(np.asarray(lazy.images), data.images)
     assert np.array_equal(lazy.features, data.features)
+    # a subset reads nothing until asked, then exactly its rows, in its order
+    picked = lazy.subset(np.array([2, 0]))
+    assert isinstance(picked.images, LazyImages) and picked.images.shape == (2, 2, 32, 32, 32)
+    assert np.array_equal(np.asarray(picked.images), data.images[[2, 0]])
+    assert np.array_equal(picked.images[1], data.images[0]) and np.array_equal(lazy.images[1:, 0], data.images[1:, 0])
 
 
 def test_most_frequent_rating_and_its_ties():

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from medlens.data.dataset import ArrayDataset
+from medlens.data.dataset import ArrayDataset, LazyImages
 from medlens.errors import ConfigError, DatasetError
 
 _BUILDERS: dict[str, Callable[..., ArrayDataset]] = {}
@@ -161,13 +161,13 @@ class _CubeFile:
         self.handle.write(np.ascontiguousarray(cube, dtype=np.float32).tobytes())
         self.written += 1
 
-    def close(self) -> np.ndarray:
+    def close(self) -> LazyImages:
         self.handle.close()
         if self.written != self.n:
             self.partial.unlink(missing_ok=True)
             raise DatasetError(f"{self.path}: {self.written} of {self.n} cubes written")
         os.replace(self.partial, self.path)
-        return np.load(self.path, mmap_mode="r")
+        return LazyImages(self.path)
 
 
 @register_builder("lidc_nodules")
@@ -196,9 +196,10 @@ def lidc_nodules(
     spiculation, subtlety, texture).
 
     ``root`` is the shipped VOI folder or a set built by ``medlens data build lidc-idri`` (:func:`lidc_table`).
-    With ``images_file`` (a ``.npy`` path) the cubes are written there one by one and ``images`` is that file
-    memory-mapped read-only, so building the dataset holds one cube in memory whatever the number of nodules;
-    without it ``images`` is an in-memory array (the default; the same values either way).
+    With ``images_file`` (a ``.npy`` path) the cubes are written there one by one and ``images`` is that file,
+    read on demand (:class:`~medlens.data.dataset.LazyImages`), so building the dataset holds one cube in memory
+    whatever the number of nodules; without it ``images`` is an in-memory array (the default; the same values
+    either way).
     """
     from medlens.data.readers import read_nifti
     from medlens.preprocess.voi import lesion_cube

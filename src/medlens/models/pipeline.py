@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medlens.data.dataset import ArrayDataset
+from medlens.data.dataset import ArrayDataset, chunks
 from medlens.errors import ConfigError, ModelError
 from medlens.models.base import FEATURES, IMAGE, OCCLUSION, Capabilities, ModelState
 from medlens.models.registry import build
@@ -56,18 +56,27 @@ class GaborFeatures:
         return {"kind": self.kind, **self.params}
 
     def apply(self, data: ArrayDataset) -> ArrayDataset:
-        """``data`` with the Gabor statistics appended to its features (a new dataset; ``data`` is unchanged)."""
-        images = data.images[:, 0]
-        if data.images.ndim == 5:
-            masks = None
-            if self.params["inside_mask"]:
-                channels = data.meta.get("channels", [])
-                if "nodule_mask" not in channels:
-                    raise ConfigError("features.gabor.inside_mask: the dataset has no nodule_mask channel")
-                masks = data.images[:, channels.index("nodule_mask")] > 0.5
-            values = self.bank.features_3d(images, masks=masks)
-        else:
-            values = self.bank.features(images)
+        """``data`` with the Gabor statistics appended to its features (a new dataset; ``data`` is unchanged).
+
+        The images are read in blocks of 256 (:func:`~medlens.data.dataset.chunks`), so that the memory this
+        takes does not grow with the number of images when they are :class:`~medlens.data.dataset.LazyImages`
+        (each image's features are its own: the blocks give the values of one pass, bit for bit).
+        """
+        mask_channel = None
+        if data.images.ndim == 5 and self.params["inside_mask"]:
+            channels = data.meta.get("channels", [])
+            if "nodule_mask" not in channels:
+                raise ConfigError("features.gabor.inside_mask: the dataset has no nodule_mask channel")
+            mask_channel = channels.index("nodule_mask")
+        blocks = []
+        for rows in chunks(len(data)):
+            images = np.asarray(data.images[rows])
+            if images.ndim == 5:
+                masks = None if mask_channel is None else images[:, mask_channel] > 0.5
+                blocks.append(self.bank.features_3d(images[:, 0], masks=masks))
+            else:
+                blocks.append(self.bank.features(images[:, 0]))
+        values = np.concatenate(blocks) if blocks else np.zeros((0, len(self.names)))
         old = data.features if data.features is not None else np.zeros((len(data), 0), np.float32)
         meta = {**data.meta, "feature_names": list(data.meta.get("feature_names", [])) + self.names,
                 "feature_steps": [*data.meta.get("feature_steps", []), self.describe()]}
