@@ -171,8 +171,9 @@ class Service:
             answer = model.answer(job, workspace)
             answer["notes"] = [workspace.scrub(n) for n in answer.get("notes", [])]
             for row in answer["rows"]:
-                if row.get("error"):
-                    row["error"] = workspace.scrub(row["error"])
+                for key in ("error", "roi"):
+                    if row.get(key):
+                        row[key] = workspace.scrub(row[key])
             return answer
 
 

@@ -203,7 +203,9 @@ def receive(parts: list[tuple[str | None, BinaryIO]], workspace: Workspace, limi
             if kind != "dicom" and not part_name.lower().endswith(".xml"):
                 raise RequestError(415, f"{part_name}: several files are read as one DICOM series, and this one is "
                                         "not DICOM; send other images one per request")
-            part.rename(series / f"{number:05d}{'.xml' if kind != 'dicom' else '.dcm'}")
+            target = part.rename(series / f"{number:05d}{'.xml' if kind != 'dicom' else '.dcm'}")
+            if kind != "dicom":
+                workspace.names[target.name] = part_name
         upload = _dicom_series(series, name, limits)
     workspace.names[str(upload.path)] = name
     return upload
@@ -247,7 +249,7 @@ def _single(part: Path, workspace: Workspace, name: str, limits: Limits) -> Uplo
                 return _npz(part.rename(workspace.path / "images.npz"), archive, members, name, limits)
             series = workspace.path / "series"
             series.mkdir()
-            _extract(archive, members, series, name, limits)
+            workspace.names.update(_extract(archive, members, series, name, limits))
         part.unlink()
         return _dicom_series(series, name, limits)
     raise RequestError(415, f"{name}: not an image format medlens reads; send {READABLE}")
@@ -295,14 +297,17 @@ def _checked_members(archive: zipfile.ZipFile, name: str, limits: Limits) -> lis
 
 
 def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: Path, name: str,
-             limits: Limits) -> None:
+             limits: Limits) -> dict[str, str]:
     """Write the members that may belong to a DICOM series under numbered names of the server's choosing
-    (reader XML keeps its suffix, which the LIDC lesion lookup needs), counting what is really written."""
-    total = 0
+    (reader XML keeps its suffix, which the LIDC lesion lookup needs), counting what is really written.
+    Returns the XML files' names → their names in the archive (for messages)."""
+    total, xml_names = 0, {}
     wanted = [m for m in members if not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(m.filename).parts)]
     for number, info in enumerate(wanted):
         suffix = ".xml" if info.filename.lower().endswith(".xml") else ".dcm"
         target = folder / f"{number:05d}{suffix}"
+        if suffix == ".xml":
+            xml_names[target.name] = display_name(info.filename)
         try:
             with archive.open(info) as source, open(target, "wb") as out:
                 while chunk := source.read(CHUNK):
@@ -313,6 +318,7 @@ def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: P
                     out.write(chunk)
         except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
             raise RequestError(400, f"{name}: archive member {info.filename!r} cannot be extracted ({exc})") from exc
+    return xml_names
 
 
 def _npz(path: Path, archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], name: str, limits: Limits) -> Upload:
