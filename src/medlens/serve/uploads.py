@@ -40,8 +40,8 @@ MAX_RATIO = 100
 """Largest compression ratio of an archive member (CT slices deflate 2-10 to one; a zip bomb 1000 to one)."""
 RATIO_FLOOR = 8 << 20
 """Members that expand to less than this many bytes are not held to :data:`MAX_RATIO`."""
-READABLE = ("PNG, JPEG, BMP or TIFF pictures, NIfTI (.nii, .nii.gz), DICOM (a file, several files of one "
-            "series, or a zip of a series) and .npz archives")
+READABLE = ("medlens reads PNG, JPEG, BMP and TIFF pictures, NIfTI (.nii, .nii.gz), DICOM (a file, the files of "
+            "one series, or a zipped series) and .npz archives")
 NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
 
 
@@ -252,7 +252,7 @@ def _single(part: Path, workspace: Workspace, name: str, limits: Limits) -> Uplo
             workspace.names.update(_extract(archive, members, series, name, limits))
         part.unlink()
         return _dicom_series(series, name, limits)
-    raise RequestError(415, f"{name}: not an image format medlens reads; send {READABLE}")
+    raise RequestError(415, f"{name}: not an image in a format medlens reads; {READABLE}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def _dicom_series(folder: Path, name: str, limits: Limits) -> Upload:
         rows_cols = rows_cols or (rows, cols)
         _check_voxels(voxels, name, limits)
     if dicom_files == 0:
-        raise RequestError(415, f"{name}: no DICOM file in the upload; send {READABLE}")
+        raise RequestError(415, f"{name}: no DICOM file in the upload; {READABLE}")
     if slices == 0:
         raise RequestError(422, f"{name}: no DICOM file with pixel data (PixelData (7FE0,0010) missing): "
                                 "nothing to show or predict")

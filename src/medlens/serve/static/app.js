@@ -165,8 +165,19 @@ async function send(files) {
     const status = error.status ? ` (HTTP ${error.status})` : "";
     showError(`The file was refused${status}: ${error.message}`);
     setStatus("");
+    clearResult(`No result: ${label} was refused.`);
     document.body.dataset.state = "error";
   }
+}
+
+function clearResult(message) {
+  // a refused file must not leave the previous answer on screen as if it were its own
+  state.result = null;
+  state.view = null;
+  $("results").replaceChildren(element("p", { class: "hint" }, message));
+  $("stage").classList.add("empty");
+  for (const id of ["slice-row", "window-row", "overlay-row"]) $(id).hidden = true;
+  $("canvas").setAttribute("aria-label", "No image");
 }
 
 // ------------------------------------------------------------------------------------------------ arrays
@@ -294,7 +305,7 @@ function heatLayer(heat, z) {
     const t = heat.data[z * w * h + i] / 255;
     const [r, g, b] = jet(t);
     out[4 * i] = 255 * r; out[4 * i + 1] = 255 * g; out[4 * i + 2] = 255 * b;
-    out[4 * i + 3] = 255 * (0.15 + 0.5 * t) * (t > 0.02 ? 1 : 0);
+    out[4 * i + 3] = 255 * 0.6 * t; // unimportant regions stay clear, the image shows through
   }
   const layer = document.createElement("canvas");
   layer.width = w;
