@@ -36,6 +36,9 @@ def serve(
                                                                         "to, read from its headers first."),
     timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Longest time for one request, in seconds."),
     workers: int = typer.Option(None, "--workers", min=1, help="Worker threads. Default: the CPU cores."),
+    batch_wait_ms: float = typer.Option(4.0, "--batch-wait-ms", min=0.0, help="Longest wait of a request for "
+                                        "others to share its model call (only while others are on their way)."),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, help="Images per model call; 1 turns batching off."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
     """Serve bundles over HTTP, with a page to drop images on: `http://HOST:PORT/`.
@@ -64,7 +67,8 @@ def serve(
         console.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who reaches this port can "
                       f"use the models; set --token or {TOKEN_ENV}", highlight=False)
     limits = Limits(max_upload_bytes=int(max_upload_mb * (1 << 20)), max_voxels=max_voxels, request_seconds=timeout)
-    settings = Settings(bundles=list(bundles), token=token, limits=limits, workers=workers)
+    settings = Settings(bundles=list(bundles), token=token, limits=limits, workers=workers,
+                        max_wait=batch_wait_ms / 1000.0, max_batch=max_batch)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"medlens serve: http://{shown}:{port}/ (API docs: /docs){' - token required' if token else ''}",
                   highlight=False)

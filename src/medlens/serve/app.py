@@ -83,7 +83,8 @@ class Settings:
 
     ``bundles`` are bundle folders; each is served under its folder name (made unique with ``-2``...).
     ``token`` None means no token (``MEDLENS_SERVE_TOKEN`` is read by the command, not here).
-    ``workers`` is the number of worker threads (default: the cores); ``max_wait`` the batching wait bound.
+    ``workers`` is the number of worker threads (default: the cores); ``max_wait`` the batching wait bound in
+    seconds and ``max_batch`` the images of a batch (1 switches batching off).
     """
 
     bundles: list[Path]
@@ -91,6 +92,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     workers: int | None = None
     max_wait: float = 0.004
+    max_batch: int = 64
 
 
 def bundle_names(paths: list[Path]) -> list[str]:
@@ -109,28 +111,26 @@ class Service:
     """The served models, their batchers, the worker-thread limiter and the temporary root."""
 
     def __init__(self, settings: Settings):
-        import torch
-
         if not settings.bundles:
             raise MedlensError("serve: give at least one bundle folder")
         self.settings = settings
         self.workers = settings.workers or cores()
-        torch.set_num_threads(self.workers)
         self.models = {name: load_served(path, name)
                        for name, path in zip(bundle_names(settings.bundles), settings.bundles)}
-        self.batchers = {name: DynamicBatcher(self._runner(model), settings.max_wait, name=f"batcher-{name}")
+        self.batchers = {name: DynamicBatcher(self._runner(model, self.workers), settings.max_wait, settings.max_batch,
+                                              name=f"batcher-{name}")
                          for name, model in self.models.items()}
         self.root = Path(tempfile.mkdtemp(prefix="medlens-serve-"))
         self.limiter: anyio.CapacityLimiter | None = None
 
     @staticmethod
-    def _runner(model):
+    def _runner(model, workers: int):
+        """The batch handler of ``model``: its model calls on as many torch threads as it asks for (one for a few
+        images), else ``workers``."""
         def run(jobs: list[Job]) -> list[Job]:
             from medlens.engine.threads import torch_threads
-            import torch
 
-            threads = model.threads_for(jobs) or torch.get_num_threads()
-            with torch_threads(threads):
+            with torch_threads(model.threads_for(jobs) or workers):
                 return model.run(jobs)
 
         return run
