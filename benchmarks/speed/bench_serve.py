@@ -193,9 +193,9 @@ def main() -> None:
     bundles = make_bundles(args.bundles)
     pngs, series = breast_pngs(), lidc_zip()
     predict = "/api/v1/bundles/{}/predict"
-    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_cores": len(os.sched_getaffinity(0)),
-                     "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
-                     "clients": args.clients, "seconds": args.seconds}
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "cpu_cores": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
+                     "python": platform.python_version(), "clients": args.clients, "seconds": args.seconds}
 
     with Server(list(bundles.values()), "--max-batch", "1") as server:
         asyncio.run(load(server.url, predict.format("breast"), pngs, 1, 2.0))  # warm-up

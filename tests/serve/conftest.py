@@ -62,8 +62,8 @@ def lidc_series(data_root) -> Path:
 @pytest.fixture(scope="session")
 def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, Path]:
     """Bundles of every kind the service serves, trained in a few steps on real data: a 2D CNN and a BP network
-    on BreastMNIST, a 3D CNN on LIDC nodule cubes (LIDC-IDRI-0001 left out) and a 2D U-Net on MSD lung-tumour
-    patches."""
+    on BreastMNIST, a 3D CNN on LIDC nodule cubes (LIDC-IDRI-0001 left out), a 2D U-Net on MSD lung-tumour
+    patches and a 3D U-Net on LIDC nodule VOIs."""
     from medlens.config import load_config
     from medlens.deploy.train import train_bundle
     from medlens.segment.datasets import load_folder
@@ -89,9 +89,16 @@ def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, P
         plan["inference"]["tta_flips"] = False
         model, history = train_segmenter(plan, cases)
         save_bundle(model, plan, root / "tumour-seg", history)
+        vois = load_folder(data_root / "lidc_idri_nodule_vois", "binary", limit=20)
+        plan = make_plan(vois, data_root / "lidc_idri_nodule_vois")
+        plan["network"].update(channels=4)
+        plan["training"].update(epochs=1, steps_per_epoch=4)
+        plan["inference"]["tta_flips"] = False
+        model, history = train_segmenter(plan, vois)
+        save_bundle(model, plan, root / "nodule-seg", history)
     finally:
         torch.set_num_threads(threads)
-    return {name: root / name for name in ("breast", "breast-bp", "nodules", "tumour-seg")}
+    return {name: root / name for name in ("breast", "breast-bp", "nodules", "tumour-seg", "nodule-seg")}
 
 
 @pytest.fixture(scope="session")

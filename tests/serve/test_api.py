@@ -35,7 +35,7 @@ def post(client, bundle: str, files, **query) -> httpx.Response:
 def test_health_needs_no_token_and_everything_else_does(service, token):
     url, _ = service
     health = httpx.get(f"{url}/api/v1/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "bundles": 4, "token_required": True}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "bundles": 5, "token_required": True}
     for path in ("/api/v1/version", "/api/v1/bundles", "/api/v1/bundles/breast"):
         refused = httpx.get(f"{url}{path}", headers={"Authorization": "Bearer wrong-token-000"})
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
@@ -45,7 +45,7 @@ def test_health_needs_no_token_and_everything_else_does(service, token):
 
 def test_bundles_are_listed_with_their_cards(client):
     listed = {b["name"]: b for b in client.get("/api/v1/bundles").json()}
-    assert set(listed) == {"breast", "breast-bp", "nodules", "tumour-seg"}
+    assert set(listed) == {"breast", "breast-bp", "nodules", "tumour-seg", "nodule-seg"}
     assert listed["breast"]["explain"] is True and listed["breast-bp"]["explain"] is False
     assert listed["nodules"]["input"]["dims"] == 3 and listed["nodules"]["labels"] == ["benign", "malignant"]
     assert listed["tumour-seg"]["kind"] == "segmenter" and listed["tumour-seg"]["outline"] is True
@@ -141,6 +141,21 @@ def test_segmenter_answers_areas_outline_and_mask(client, data_root, tmp_path):
     assert mask.shape == (1, 48, 48) and row["voxels"] == int((mask == 1).sum())
     assert row["area_mm2"] == pytest.approx(row["voxels"] * 0.64)
     assert png(body["images"][0]["outline"]).size == (240, 240)
+
+
+def test_volume_segmenter_measures_in_cubic_millimetres(client, data_root):
+    """A 3D U-Net on an LIDC nodule VOI (NIfTI, HU): the mask in the volume's own geometry, CT windows."""
+    from medlens.data.readers import read_nifti
+
+    voi = sorted((data_root / "lidc_idri_nodule_vois/image").glob("*.nii.gz"))[0]
+    image = read_nifti(voi)
+    body = post(client, "nodule-seg", {"file": (voi.name, voi.read_bytes())}, outline=True, view=True).json()
+    mask = unpack(body["view"]["mask"])
+    assert mask.shape == image.shape and body["view"]["kind"] == "volume" and "lung" in body["view"]["windows"]
+    (row,) = body["rows"]
+    assert row["voxels"] == int((mask == 1).sum())
+    assert row["volume_mm3"] == pytest.approx(row["voxels"] * np.prod(image.spacing), rel=1e-6)
+    assert body["images"][0]["slice"] == int(np.argmax((mask > 0).sum(axis=(1, 2))))
 
 
 def test_concurrent_requests_share_model_calls_and_match_single_ones(client, service, breast_npz):

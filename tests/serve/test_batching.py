@@ -79,3 +79,19 @@ def test_a_failing_call_fails_every_item_of_its_batch_and_the_thread_goes_on():
         assert batcher.submit("good").result(10) == "good"
     finally:
         batcher.close()
+
+
+def test_an_item_given_up_before_its_batch_is_left_out():
+    handler, entered, release, calls = holding_handler(lambda p: p)
+    batcher = DynamicBatcher(handler)
+    try:
+        first = batcher.submit("first")
+        entered.wait(10)
+        abandoned, kept = batcher.submit("abandoned"), batcher.submit("kept")
+        assert abandoned.cancel()  # what asyncio does to the future of a request past its time limit
+        release.set()
+        assert first.result(10) == "first" and kept.result(10) == "kept"
+        assert calls == [["first"], ["kept"]]
+        assert batcher.submit("after").result(10) == "after"  # the thread lives on
+    finally:
+        batcher.close()

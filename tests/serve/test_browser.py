@@ -55,7 +55,9 @@ def coloured_pixels(page) -> int:
         const c = document.getElementById('canvas');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0;
-        for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - d[i + 1]) > 30 || Math.abs(d[i + 1] - d[i + 2]) > 30) n++;
+        for (let i = 0; i < d.length; i += 4) {
+            if (Math.abs(d[i] - d[i + 1]) > 30 || Math.abs(d[i + 1] - d[i + 2]) > 30) n++;
+        }
         return n;
     }""")
 
@@ -85,7 +87,7 @@ def test_page_predicts_a_ct_series_and_an_ultrasound_image(page, service, token,
     page.wait_for_selector("#token-form:not([hidden])")
     page.get_by_label("Access token").fill(token)
     page.get_by_role("button", name="Use token").click()
-    page.wait_for_selector("#bundle option:nth-child(4)", state="attached")
+    page.wait_for_selector("#bundle option:nth-child(5)", state="attached")
     shoot(page, tmp_path, "1-start")
 
     # LIDC-IDRI-0001, zipped: the nodule call, its outline and Grad-CAM in the viewer, a slice slider

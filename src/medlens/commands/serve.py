@@ -50,14 +50,16 @@ def serve(
     for Grad-CAM, `?outline=true` for outlines; `GET /api/v1/health`; the OpenAPI docs at `/docs`.
     Concurrent requests to one bundle are batched for the model.
 
-    Safe by default: binds to 127.0.0.1; with --token (or MEDLENS_SERVE_TOKEN) every endpoint but health
+    Safe by default: binds to 127.0.0.1 and then answers only the names 127.0.0.1, localhost and [::1]
+    (no DNS rebinding); with --token (or MEDLENS_SERVE_TOKEN) every endpoint but health
     needs `Authorization: Bearer TOKEN`; uploads are limited in size, decoded pixels and time, kept in
     private temporary folders removed after the answer; errors are one-line JSON.
 
-    Example: `medlens serve bundles/breast bundles/nodules --port 8000 --token "$(openssl rand -hex 16)"`,
-    then `curl -H "Authorization: Bearer $T" -F file=@lesion.png 'http://127.0.0.1:8000/api/v1/bundles/breast/predict?explain=true'`.
+    Example: `T=$(openssl rand -hex 16); medlens serve bundles/breast bundles/nodules --port 8000 --token $T`,
+    then `curl -H "Authorization: Bearer $T" -F file=@lesion.png
+    'http://127.0.0.1:8000/api/v1/bundles/breast/predict?explain=true'`.
     """
-    from medlens.serve.app import TOKEN_ENV, Settings, run
+    from medlens.serve.app import LOOPBACK_HOSTS, TOKEN_ENV, Settings, run
     from medlens.serve.uploads import Limits
 
     token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
@@ -68,7 +70,8 @@ def serve(
                       f"use the models; set --token or {TOKEN_ENV}", highlight=False)
     limits = Limits(max_upload_bytes=int(max_upload_mb * (1 << 20)), max_voxels=max_voxels, request_seconds=timeout)
     settings = Settings(bundles=list(bundles), token=token, limits=limits, workers=workers,
-                        max_wait=batch_wait_ms / 1000.0, max_batch=max_batch)
+                        max_wait=batch_wait_ms / 1000.0, max_batch=max_batch,
+                        allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"medlens serve: http://{shown}:{port}/ (API docs: /docs){' - token required' if token else ''}",
                   highlight=False)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import anyio
-from fastapi import Depends, FastAPI, File, Query, Request, Security, UploadFile
+from fastapi import Depends, File, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -65,6 +65,7 @@ TOKEN_ENV = "MEDLENS_SERVE_TOKEN"
 PREFIX = "/api/v1"
 log = logging.getLogger("medlens.serve")
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
@@ -84,7 +85,8 @@ class Settings:
     ``bundles`` are bundle folders; each is served under its folder name (made unique with ``-2``...).
     ``token`` None means no token (``MEDLENS_SERVE_TOKEN`` is read by the command, not here).
     ``workers`` is the number of worker threads (default: the cores); ``max_wait`` the batching wait bound in
-    seconds and ``max_batch`` the images of a batch (1 switches batching off).
+    seconds and ``max_batch`` the images of a batch (1 switches batching off). ``allowed_hosts``, when given,
+    are the only ``Host`` names answered (:data:`LOOPBACK_HOSTS` for a server bound to loopback).
     """
 
     bundles: list[Path]
@@ -93,6 +95,7 @@ class Settings:
     workers: int | None = None
     max_wait: float = 0.004
     max_batch: int = 64
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 def bundle_names(paths: list[Path]) -> list[str]:
@@ -117,8 +120,8 @@ class Service:
         self.workers = settings.workers or cores()
         self.models = {name: load_served(path, name)
                        for name, path in zip(bundle_names(settings.bundles), settings.bundles)}
-        self.batchers = {name: DynamicBatcher(self._runner(model, self.workers), settings.max_wait, settings.max_batch,
-                                              name=f"batcher-{name}")
+        self.batchers = {name: DynamicBatcher(self._runner(model, self.workers), settings.max_wait,
+                                              settings.max_batch, name=f"batcher-{name}")
                          for name, model in self.models.items()}
         self.root = Path(tempfile.mkdtemp(prefix="medlens-serve-"))
         self.limiter: anyio.CapacityLimiter | None = None
@@ -211,16 +214,29 @@ async def _send_error(send, status: int, message: str, headers: list | None = No
     await send({"type": "http.response.body", "body": body})
 
 
+def host_name(scope) -> str:
+    """The host of a request's ``Host`` header, without its port (``[::1]:8000`` → ``[::1]``)."""
+    host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").strip().lower()
+    if host.startswith("["):  # an IPv6 address, with or without a port
+        return host.split("]", 1)[0] + "]"
+    return host.split(":", 1)[0]
+
+
 class Guard:
     """Outermost middleware: request time limit (504), upload size limit (413, from ``Content-Length`` and
-    counted while the body arrives), security headers, and a JSON 500 for anything that escapes."""
+    counted while the body arrives), the ``Host`` header (400 for a name the server is not known by: a web
+    page that rebinds its own name to 127.0.0.1 cannot reach a loopback server), security headers, and a
+    JSON 500 for anything that escapes."""
 
-    def __init__(self, app, limits: Limits):
-        self.app, self.limits = app, limits
+    def __init__(self, app, limits: Limits, allowed_hosts: tuple[str, ...] | None = None):
+        self.app, self.limits, self.allowed_hosts = app, limits, allowed_hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.allowed_hosts is not None and host_name(scope) not in self.allowed_hosts:
+            return await _send_error(send, 400, f"host {host_name(scope)!r} is not a name of this server; "
+                                                f"use {' or '.join(self.allowed_hosts[:2])}")
         started = False
         path = scope.get("path", "")
         api = path.startswith("/api/")
@@ -405,7 +421,7 @@ def create_app(settings: Settings) -> "Guard":
     async def page():
         return FileResponse(static / "index.html", media_type="text/html")
 
-    return Guard(app, settings.limits)
+    return Guard(app, settings.limits, settings.allowed_hosts)
 
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:

@@ -9,7 +9,8 @@ or ``max_wait`` seconds have passed since the first one, then makes one call for
 It waits only while another request is on its way: :meth:`expect` marks a request that has begun
 preparing its input for this model, and when none is, the batch runs at once. A lone client therefore
 never pays the wait, and under load the wait fills the batch. A model call that fails fails the futures of
-its items; the handler decides how to split a batch when one item is bad.
+its items; the handler decides how to split a batch when one item is bad. An item whose request gave up
+before its batch ran (its future cancelled) is left out of the batch.
 """
 
 from __future__ import annotations
@@ -114,14 +115,18 @@ class DynamicBatcher:
             if first is None:
                 return
             batch, stop = self._gather(first)
-            self.batches = (self.batches + [len(batch)])[-1000:]
-            try:
-                results = self.handler([item.payload for item in batch])
-            except BaseException as exc:  # noqa: BLE001 - every waiting request must hear of it
-                for item in batch:
-                    item.future.set_exception(exc)
-            else:
-                for item, result in zip(batch, results):
-                    item.future.set_result(result)
+            # a request that gave up (time limit) has cancelled its future: it is left out; the others can no
+            # longer be cancelled, so their results always land
+            batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+            if batch:
+                self.batches = (self.batches + [len(batch)])[-1000:]
+                try:
+                    results = self.handler([item.payload for item in batch])
+                except BaseException as exc:  # noqa: BLE001 - every waiting request must hear of it
+                    for item in batch:
+                        item.future.set_exception(exc)
+                else:
+                    for item, result in zip(batch, results):
+                        item.future.set_result(result)
             if stop:
                 return

@@ -439,9 +439,6 @@ class ServedSegmenter:
                      "dataset id": plan["dataset"].get("dataset_id"), "n_samples": fingerprint.get("n_cases"),
                      "modality": self.modality,
                      "cases with foreground": fingerprint.get("cases_with_foreground")},
-            "protocol": {"epochs": training.get("epochs"), "steps per epoch": training.get("steps_per_epoch"),
-                         "optimiser steps taken": history.get("steps"), "seed": training.get("seed"),
-                         "loss": plan.get("loss")},
             "metrics": self._metrics() or None,
             "limitations": [
                 "Validation Dice (when present) is measured on the cases that chose the kept epoch; it is "
@@ -450,6 +447,9 @@ class ServedSegmenter:
                 f"Inputs are prepared by the plan ({plan['normalization'].get('scheme')} intensities, resampled to "
                 "the target spacing); an image unlike the training data gets no warning from the network.",
             ],
+            "extra": {"Training": f"{training.get('epochs')} epochs of {training.get('steps_per_epoch')} steps "
+                                  f"({history.get('steps', 'n/a')} optimiser steps taken), loss {plan.get('loss')}, "
+                                  f"seed {training.get('seed')}; no held-out evaluation is recorded in the bundle."},
         }
         return render_model_card(card)
 

@@ -302,7 +302,8 @@ def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: P
     (reader XML keeps its suffix, which the LIDC lesion lookup needs), counting what is really written.
     Returns the XML files' names → their names in the archive (for messages)."""
     total, xml_names = 0, {}
-    wanted = [m for m in members if not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(m.filename).parts)]
+    wanted = [m for m in members
+              if not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(m.filename).parts)]
     for number, info in enumerate(wanted):
         suffix = ".xml" if info.filename.lower().endswith(".xml") else ".dcm"
         target = folder / f"{number:05d}{suffix}"
