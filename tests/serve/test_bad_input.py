@@ -64,7 +64,7 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(service, tok
         body = answer.json()
         assert set(body) == {"error", "status"} and body["status"] == status, (what, body)
         assert body["error"] and "\n" not in body["error"] and "Traceback" not in answer.text, what
-        assert "/tmp" not in body["error"] and str(svc.root) not in body["error"], (what, body)  # no server path
+        assert str(svc.root.parent) not in body["error"], (what, body)  # no server path reaches the client
         assert list(svc.root.iterdir()) == [], what  # nothing left behind
     assert not (svc.root.parent / "x").exists() and not (svc.root / "x").exists()
     valid = httpx.post(predict, headers=auth, files={"file": ("a.png", breast_png.read_bytes())}, timeout=120)

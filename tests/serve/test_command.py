@@ -26,7 +26,9 @@ def free_port() -> int:
 
 
 def server_folders() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("medlens-serve-*"))
+    from medlens.serve.app import workspace_parent
+
+    return set((workspace_parent() or Path(tempfile.gettempdir())).glob("medlens-serve-*"))
 
 
 def test_command_serves_with_the_token_from_the_environment(bundles, breast_png):

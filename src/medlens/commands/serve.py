@@ -39,6 +39,9 @@ def serve(
     batch_wait_ms: float = typer.Option(4.0, "--batch-wait-ms", min=0.0, help="Longest wait of a request for "
                                         "others to share its model call (only while others are on their way)."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Images per model call; 1 turns batching off."),
+    tmp_dir: Path = typer.Option(None, "--tmp-dir", help="Folder for the private per-request folders. Default: "
+                                                         "/dev/shm (memory) where writable, else the system's "
+                                                         "temporary folder."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
     """Serve bundles over HTTP, with a page to drop images on: `http://HOST:PORT/`.
@@ -71,7 +74,7 @@ def serve(
     limits = Limits(max_upload_bytes=int(max_upload_mb * (1 << 20)), max_voxels=max_voxels, request_seconds=timeout)
     settings = Settings(bundles=list(bundles), token=token, limits=limits, workers=workers,
                         max_wait=batch_wait_ms / 1000.0, max_batch=max_batch,
-                        allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None)
+                        allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None, tmp_dir=tmp_dir)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"medlens serve: http://{shown}:{port}/ (API docs: /docs){' - token required' if token else ''}",
                   highlight=False)

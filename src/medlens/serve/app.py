@@ -86,7 +86,8 @@ class Settings:
     ``token`` None means no token (``MEDLENS_SERVE_TOKEN`` is read by the command, not here).
     ``workers`` is the number of worker threads (default: the cores); ``max_wait`` the batching wait bound in
     seconds and ``max_batch`` the images of a batch (1 switches batching off). ``allowed_hosts``, when given,
-    are the only ``Host`` names answered (:data:`LOOPBACK_HOSTS` for a server bound to loopback).
+    are the only ``Host`` names answered (:data:`LOOPBACK_HOSTS` for a server bound to loopback). ``tmp_dir``
+    holds the request workspaces (default :func:`workspace_parent`).
     """
 
     bundles: list[Path]
@@ -96,6 +97,16 @@ class Settings:
     max_wait: float = 0.004
     max_batch: int = 64
     allowed_hosts: tuple[str, ...] | None = None
+    tmp_dir: Path | None = None
+
+
+def workspace_parent() -> Path | None:
+    """Where request workspaces go by default: ``/dev/shm`` (memory) when it is a writable folder, else the
+    system's temporary folder (None). On a disk-backed ``/tmp`` creating and removing a folder per request
+    cost 3-4 ms here, more than the whole prediction of a small image, against 0.1 ms in memory; uploads then
+    never reach the disk either."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def bundle_names(paths: list[Path]) -> list[str]:
@@ -123,7 +134,7 @@ class Service:
         self.batchers = {name: DynamicBatcher(self._runner(model, self.workers), settings.max_wait,
                                               settings.max_batch, name=f"batcher-{name}")
                          for name, model in self.models.items()}
-        self.root = Path(tempfile.mkdtemp(prefix="medlens-serve-"))
+        self.root = Path(tempfile.mkdtemp(prefix="medlens-serve-", dir=settings.tmp_dir or workspace_parent()))
         self.limiter: anyio.CapacityLimiter | None = None
 
     @staticmethod
