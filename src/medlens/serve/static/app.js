@@ -82,6 +82,7 @@ async function loadBundles() {
   }
   $("token-form").hidden = !state.token;
   showError("");
+  setStatus(state.bundles.length ? "" : "This server has no model loaded.");
   const select = $("bundle");
   select.replaceChildren(...state.bundles.map((b) => {
     const option = document.createElement("option");
