@@ -62,8 +62,8 @@ def lidc_series(data_root) -> Path:
 @pytest.fixture(scope="session")
 def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, Path]:
     """Bundles of every kind the service serves, trained in a few steps on real data: a 2D CNN and a BP network
-    on BreastMNIST, a 3D CNN on LIDC nodule cubes (LIDC-IDRI-0001 left out), a 2D U-Net on MSD lung-tumour
-    patches and a 3D U-Net on LIDC nodule VOIs."""
+    on BreastMNIST, a 3D CNN and a BP network on Gabor + radiomic features of LIDC nodules (LIDC-IDRI-0001 left
+    out), a 2D U-Net on MSD lung-tumour patches and a 3D U-Net on LIDC nodule VOIs."""
     from medlens.config import load_config
     from medlens.deploy.train import train_bundle
     from medlens.segment.datasets import load_folder
@@ -82,6 +82,8 @@ def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, P
         nodules = load_config(REPO / "src/medlens/configs/lidc_nodules.yaml")
         train_bundle(nodules, root / "nodules", "cnn3d", quick=True, max_samples=240, quiet=True,
                      exclude_groups=["LIDC-IDRI-0001"])
+        train_bundle(nodules, root / "nodules-bp", "bp_radiomics", quick=True, max_samples=120, quiet=True,
+                     exclude_groups=["LIDC-IDRI-0001"])
         cases = load_folder(msd)
         plan = make_plan(cases, msd)
         plan["network"].update(channels=8)
@@ -98,7 +100,8 @@ def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, P
         save_bundle(model, plan, root / "nodule-seg", history)
     finally:
         torch.set_num_threads(threads)
-    return {name: root / name for name in ("breast", "breast-bp", "nodules", "tumour-seg", "nodule-seg")}
+    return {name: root / name for name in ("breast", "breast-bp", "nodules", "nodules-bp", "tumour-seg",
+                                           "nodule-seg")}
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def post(client, bundle: str, files, **query) -> httpx.Response:
 def test_health_needs_no_token_and_everything_else_does(service, token):
     url, _ = service
     health = httpx.get(f"{url}/api/v1/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "bundles": 5, "token_required": True}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "bundles": 6, "token_required": True}
     for path in ("/api/v1/version", "/api/v1/bundles", "/api/v1/bundles/breast"):
         refused = httpx.get(f"{url}{path}", headers={"Authorization": "Bearer wrong-token-000"})
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
@@ -45,7 +45,7 @@ def test_health_needs_no_token_and_everything_else_does(service, token):
 
 def test_bundles_are_listed_with_their_cards(client):
     listed = {b["name"]: b for b in client.get("/api/v1/bundles").json()}
-    assert set(listed) == {"breast", "breast-bp", "nodules", "tumour-seg", "nodule-seg"}
+    assert set(listed) == {"breast", "breast-bp", "nodules", "nodules-bp", "tumour-seg", "nodule-seg"}
     assert listed["breast"]["explain"] is True and listed["breast-bp"]["explain"] is False
     assert listed["nodules"]["input"]["dims"] == 3 and listed["nodules"]["labels"] == ["benign", "malignant"]
     assert listed["tumour-seg"]["kind"] == "segmenter" and listed["tumour-seg"]["outline"] is True
@@ -120,6 +120,28 @@ def test_lidc_series_zip_gives_the_nodule_call_outline_and_heat_map(client, lidc
     near = np.zeros(mask.shape, bool)
     near[:, max(0, yy.min() - 40):yy.max() + 40, max(0, xx.min() - 40):xx.max() + 40] = True
     assert heat.max() > 0 and heat[~near].max() == 0
+
+
+def test_feature_model_on_the_series_and_its_features_in_a_shared_batch(client, bundles, lidc_zip, tmp_path):
+    """The BP network on Gabor + radiomic features of the readers' nodule: the same call over HTTP, and the
+    same probabilities when its features travel in one model call with another request's."""
+    from medlens.serve.models import Options, load_served
+    from medlens.serve.uploads import Limits, Workspace, receive
+
+    body = post(client, "nodules-bp", {"file": ("LIDC-IDRI-0001.zip", lidc_zip.read_bytes())}, explain=True,
+                outline=True).json()
+    assert body["rows"][0]["label"] == "malignant" and body["images"][0]["outline"].startswith("data:image/png")
+    assert body["images"][0]["gradcam"] is None and "not a convolutional network" in body["notes"][0]
+    served = load_served(bundles["nodules-bp"], "nodules-bp")
+    jobs = []
+    for _ in range(2):
+        workspace = Workspace(tmp_path)
+        upload = receive([("s.zip", open(lidc_zip, "rb"))], workspace, Limits())
+        jobs.append(served.prepare(upload, Options(), workspace))
+    served.run(jobs)
+    assert jobs[0].proba.shape == (1, 2)
+    np.testing.assert_allclose(jobs[0].proba, jobs[1].proba)
+    assert jobs[0].proba[0, 1] == pytest.approx(body["rows"][0]["p_malignant"], abs=1e-9)
 
 
 def test_series_sent_as_separate_files(client, lidc_series):

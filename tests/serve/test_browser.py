@@ -87,7 +87,7 @@ def test_page_predicts_a_ct_series_and_an_ultrasound_image(page, service, token,
     page.wait_for_selector("#token-form:not([hidden])")
     page.get_by_label("Access token").fill(token)
     page.get_by_role("button", name="Use token").click()
-    page.wait_for_selector("#bundle option:nth-child(5)", state="attached")
+    page.wait_for_selector("#bundle option:nth-child(6)", state="attached")
     shoot(page, tmp_path, "1-start")
 
     # LIDC-IDRI-0001, zipped: the nodule call, its outline and Grad-CAM in the viewer, a slice slider
