@@ -144,6 +144,30 @@ def test_feature_model_on_the_series_and_its_features_in_a_shared_batch(client, 
     assert jobs[0].proba[0, 1] == pytest.approx(body["rows"][0]["p_malignant"], abs=1e-9)
 
 
+def test_cube_maps_are_carried_back_onto_the_lesion(bundles, lidc_series):
+    """The inverse of the cube preparation: the cube's own mask channel, carried back into the series, lands on
+    the readers' consensus mask it was made from."""
+    from medlens.deploy.predict import prepare_input
+    from medlens.deploy.predict_volume import LesionSelection, find_lesions, read_volume
+    from medlens.serve.models import load_served
+
+    served = load_served(bundles["nodules"], "nodules")
+    prepared = prepare_input(lidc_series, served.bundle, LesionSelection())
+    image = read_volume(lidc_series)
+    (lesion,) = find_lesions(lidc_series, image, LesionSelection())
+    back = served._cube_in_volume(prepared.images[0, 1], lesion.mask, image.spacing) > 0.5
+    assert 2 * (back & lesion.mask).sum() / (back.sum() + lesion.mask.sum()) > 0.95
+
+
+def test_lesion_position_is_read_from_the_query(client, lidc_zip):
+    """`at=z,y,x` selects the lesion of a model that needs no mask; this one reads the mask channel, so the
+    answer says why it cannot, and a malformed position is refused."""
+    answer = post(client, "nodules", {"file": ("s.zip", lidc_zip.read_bytes())}, at="7,330,370")
+    assert answer.status_code == 422 and "give a mask" in answer.json()["error"]
+    bad = post(client, "nodules", {"file": ("s.zip", lidc_zip.read_bytes())}, at="seven")
+    assert bad.status_code == 422 and "three voxel coordinates" in bad.json()["error"]
+
+
 def test_series_sent_as_separate_files(client, lidc_series):
     files = [("file", (p.name, p.read_bytes())) for p in sorted(lidc_series.iterdir())]
     body = post(client, "nodules", files).json()

@@ -57,7 +57,7 @@ import medlens
 from medlens.errors import MedlensError
 from medlens.serve.batching import DynamicBatcher
 from medlens.serve.errors import RequestError
-from medlens.serve.models import Job, Options, load_served
+from medlens.serve.models import Job, Options, lesion_position, load_served
 from medlens.serve.uploads import Limits, Workspace, receive
 
 API_VERSION = 1
@@ -414,11 +414,9 @@ def create_app(settings: Settings) -> "Guard":
                       at: str | None = Query(None, description="3D lesion bundles: lesion position 'z,y,x' in "
                                                                "voxels, when the series has no LIDC reader XML"),
                       ) -> JSONResponse:
-        from medlens.deploy.predict_volume import parse_position
-
         service.model(name)
         try:
-            options = Options(explain=explain, outline=outline, view=view, at=parse_position(at) if at else None)
+            options = Options(explain=explain, outline=outline, view=view, at=lesion_position(at) if at else None)
             parts = [(upload.filename, upload.file) for upload in file]
             return JSONResponse(await service.predict(name, parts, options))
         finally:

@@ -77,6 +77,13 @@ class Job:
         return len(self.prepared.images) if self.prepared is not None else 1
 
 
+def lesion_position(text: str) -> tuple[float, float, float]:
+    """A client's ``at=z,y,x`` lesion position (voxels), as ``medlens predict --at`` reads it."""
+    from medlens.deploy.predict_volume import parse_position
+
+    return parse_position(text)
+
+
 def load_served(path: str | Path, name: str):
     """The served model of a bundle folder: a classifier (``manifest.json``) or a segmenter (``plan.json``
     with ``model.pt``).
