@@ -14,6 +14,7 @@ from medlens.commands import features as features_commands
 from medlens.commands import inspect as inspect_command
 from medlens.commands import predict as predict_command
 from medlens.commands import segment as segment_commands
+from medlens.commands import serve as serve_command
 from medlens.commands import study as study_command
 from medlens.commands import synth as synth_commands
 from medlens.commands import train as train_command
@@ -56,6 +57,7 @@ app.command(name="inspect")(inspect_command.inspect)
 app.command(name="study")(study_command.study)
 app.command(name="train")(train_command.train)
 app.command(name="predict")(predict_command.predict)
+app.command(name="serve")(serve_command.serve)
 app.add_typer(segment_commands.app, name="segment")
 app.add_typer(denoise_commands.app, name="denoise")
 app.add_typer(features_commands.app, name="features")
