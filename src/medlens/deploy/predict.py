@@ -172,6 +172,14 @@ def _prepare_lesions(path: Path, bundle: Bundle, selection: LesionSelection | No
 
 #: How a raw file becomes model-ready samples, by the builder that made the bundle's training data.
 INPUT_PREPARERS = {"medmnist": _prepare_medmnist, "lidc_nodules": _prepare_lesions}
+#: What raw files a bundle reads, by that builder: ``images`` (pictures and npz archives of images or volumes)
+#: or ``ct-lesions`` (CT volumes, DICOM or NIfTI, and a lesion selection).
+INPUT_KINDS = {"medmnist": "images", "lidc_nodules": "ct-lesions"}
+
+
+def input_kind(bundle: Bundle) -> str:
+    """What raw files ``bundle`` reads (:data:`INPUT_KINDS`)."""
+    return INPUT_KINDS.get(bundle.config.data.builder, "images")
 
 
 def prepare_input(path: str | Path, bundle: Bundle, selection: LesionSelection | None = None) -> Prepared:

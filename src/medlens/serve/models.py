@@ -4,14 +4,14 @@ Everything the service does with a trained artefact goes through this module, bu
 functions of today's ``medlens.deploy`` and ``medlens.segment``:
 
 =====================  ==============================================================================
-classifier bundles     :func:`medlens.deploy.bundle.load_bundle` (``manifest.json``); inputs by
-(``cnn``, ``bp``; 2D   :func:`medlens.deploy.predict.prepare_input`, probabilities by
+classifier bundles     :func:`medlens.deploy.classifier.load_classifier`; inputs by
+(every family; 2D      :func:`medlens.deploy.predict.prepare_input`, probabilities by
 images and 3D lesion   :func:`~medlens.deploy.predict.predict_images`, rows by
 cubes)                 :func:`~medlens.deploy.predict.rows_for` (the columns of ``medlens predict``);
-                       lesions by :func:`medlens.deploy.predict_volume.find_lesions`; Grad-CAM by
-                       :func:`medlens.deploy.explain.explain` and
+                       lesions by :func:`medlens.deploy.predict_volume.find_lesions`; Grad-CAM (models
+                       whose capabilities declare it) by :func:`medlens.deploy.explain.explain` and
                        :func:`~medlens.deploy.explain.write_overlay`
-segmenter bundles      :func:`medlens.segment.train.load_bundle` (``plan.json`` + ``model.pt``); inputs by
+segmenter bundles      :func:`medlens.deploy.bundle.load_bundle`; inputs by
                        :func:`medlens.segment.io.read_image`; masks by
                        :func:`medlens.segment.infer.segment_image`
 =====================  ==============================================================================
@@ -85,21 +85,22 @@ def lesion_position(text: str) -> tuple[float, float, float]:
 
 
 def load_served(path: str | Path, name: str):
-    """The served model of a bundle folder: a classifier (``manifest.json``) or a segmenter (``plan.json``
-    with ``model.pt``).
+    """The served model of a bundle folder, by its kind (:func:`medlens.deploy.bundle.bundle_kind`): a
+    classifier or a segmenter.
 
     Raises
     ------
     MedlensError
-        Not a bundle, or a bundle that does not load (the loaders' own messages).
+        Not a bundle, a bundle that does not load (the loaders' own messages), or a kind that does not predict.
     """
+    from medlens.deploy.bundle import bundle_kind
+
     folder = Path(path)
-    if (folder / "manifest.json").is_file():
-        return ServedClassifier(name, folder)
-    if (folder / "plan.json").is_file():
-        return ServedSegmenter(name, folder)
-    raise MedlensError(f"{folder}: not a medlens bundle (no manifest.json of `medlens train`, no plan.json of "
-                       "`medlens segment train`)")
+    kind = bundle_kind(folder)
+    served = {"classifier": ServedClassifier, "segmenter": ServedSegmenter}
+    if kind not in served:
+        raise MedlensError(f"{folder}: a {kind} bundle; the service serves classifier and segmenter bundles")
+    return served[kind](name, folder)
 
 
 def _refuse_npz_for_volumes(upload: Upload, what: str) -> None:
@@ -168,25 +169,13 @@ class ServedClassifier:
     kind = "classifier"
 
     def __init__(self, name: str, path: Path):
-        from medlens.deploy.bundle import load_bundle
+        from medlens.deploy.classifier import load_classifier
+        from medlens.deploy.predict import input_kind
 
         self.name, self.path = name, path
-        self.bundle = load_bundle(path)
-        self.volumes = len(self.bundle.image_shape) == 4
-        self.explainable = self._can_explain()
-
-    def _can_explain(self) -> bool:
-        """Grad-CAM needs a convolutional network (asked of the model, not of its name)."""
-        from medlens.deploy.explain import last_conv_block
-
-        network = getattr(self.bundle.model, "network_", None)
-        if network is None or getattr(self.bundle.model, "name", None) != "cnn":
-            return False
-        try:
-            last_conv_block(network)
-        except MedlensError:
-            return False
-        return True
+        self.bundle = load_classifier(path)
+        self.volumes = input_kind(self.bundle) == "ct-lesions"
+        self.explainable = "gradcam" in self.bundle.capabilities.explain  # asked of the model, not its name
 
     # ---------------------------------------------------------------------------------------- info
     def describe(self) -> dict:
@@ -198,7 +187,7 @@ class ServedClassifier:
             "model": {"family": manifest["model"]["name"], "id": manifest["model"]["id"]},
             "task": "binary" if len(labels) == 2 else "multiclass",
             "labels": labels, "threshold": bundle.threshold, "temperature": bundle.temperature,
-            "input": {"dims": 3 if self.volumes else 2, "shape": list(bundle.image_shape),
+            "input": {"dims": len(bundle.image_shape) - 1, "shape": list(bundle.image_shape),
                       "reads": ["DICOM series (zip or files)", "NIfTI"] if self.volumes
                       else ["PNG", "JPEG", "BMP", "TIFF", "npz"],
                       **({"lesions": "the LIDC reader XML in the series (one row per rated nodule), or at=z,y,x"}
