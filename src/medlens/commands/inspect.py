@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medlens.commands._common import console, reports_errors
+from rich.markup import escape
+
+from medlens.commands._common import console, one_line, reports_errors
 from medlens.data.identifiers import redact_identifiers
 from medlens.data.readers.npz import open_npz
 from medlens.data.readers._checks import count_non_finite
@@ -181,7 +183,7 @@ def inspect(
         warnings.simplefilter("always")
         summary = describe(path, keep_identifiers)
     for warning in caught:
-        console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(one_line(str(warning.message)))}", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(summary, default=_jsonable))
     else:

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import typer
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.config import read_yaml, reject_non_finite
 from medlens.errors import ConfigError, MissingPathError
 from medlens.files import write_atomically
 
@@ -46,11 +46,12 @@ def load_config(path: Path) -> SynthConfig:
     """The validated :class:`SynthConfig` in YAML file ``path``."""
     if not path.is_file():
         raise MissingPathError(path, "synth config file")
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a synth config must be a YAML mapping, got {type(raw).__name__}")
+    reject_non_finite(raw, str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         return SynthConfig(**raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
