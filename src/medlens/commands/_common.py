@@ -25,6 +25,9 @@ EXIT_INTERNAL = 3
 """Exit status of a command stopped by any other exception (a defect of medlens)."""
 
 _debug = False
+_PASS_THROUGH = (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.Exit,
+                 click.exceptions.Abort, click.ClickException)
+"""Typer's (and click's) own exits and usage errors: they print and exit by themselves."""
 
 
 def set_debug(value: bool) -> None:
@@ -87,7 +90,7 @@ def reports_errors(command: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _PASS_THROUGH:
             raise
         except Exception as exc:
             if debug_requested():

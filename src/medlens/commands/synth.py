@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.config import read_yaml, reject_non_finite
 from medlens.errors import ConfigError, MissingPathError
-from medlens.files import write_atomically
+from medlens.files import claim_output, write_atomically
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
                   no_args_is_help=True)
@@ -100,7 +100,12 @@ def train(config: Path = typer.Argument(..., help="YAML training config (keys li
     lr, n_critic, gp_weight, real_label, seed). The defaults (wgan-gp, width 16, 4000 steps) are the
     setting that augmented BreastMNIST best in benchmarks/results/sequence_synth.md.
     """
-    folder = train_from_config(load_config(config), out, progress=not quiet_requested(quiet))
+    settings = load_config(config)
+    target = out or settings.out
+    if target is None:
+        raise ConfigError(f"{config}: out: no output folder; set `out:` in the config or pass --out")
+    with claim_output(target, kind="folder", inputs=[config, settings.data]):
+        folder = train_from_config(settings, target, progress=not quiet_requested(quiet))
     console.print(f"GAN written to {folder}")
 
 
@@ -118,12 +123,14 @@ def sample(model: Path = typer.Argument(..., help="GAN folder written by `medlen
 
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format: unknown {fmt!r}; use png or npz")
-    gan = GAN.load(model)
-    images, labels = gan.sample(n, label=label, seed=seed)
-    if fmt == "npz":
-        write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
-            tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
-    else:
-        for i, (image, y) in enumerate(zip(images, labels)):
-            write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8), out / f"{i:05d}_{gan.labels[y]}.png")
+    with claim_output(out, kind="folder", inputs=[model]):
+        gan = GAN.load(model)
+        images, labels = gan.sample(n, label=label, seed=seed)
+        if fmt == "npz":
+            write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
+                tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
+        else:
+            for i, (image, y) in enumerate(zip(images, labels)):
+                write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8),
+                          out / f"{i:05d}_{gan.labels[y]}.png")
     console.print(f"{n} image(s) written to {out}")
