@@ -9,8 +9,9 @@ Pictures carry no reliable physical spacing, so ``spacing`` is 1.0 per axis.
 Size first: the width, height, pages and sample type in the header (Pillow opens lazily; tifffile reads the
 page tags) must fit :mod:`medlens.limits` before any pixel is decoded, so a 70-byte PNG or a 200-byte TIFF
 claiming 60000 × 60000 pixels is refused with :class:`~medlens.errors.ImageTooLargeError` instead of
-allocating gigabytes. Pillow's own decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``) is set to
-``MEDLENS_MAX_PIXELS`` when medlens opens a picture, so that one setting rules both. Float TIFFs holding NaN
+allocating gigabytes. Pillow's own decompression-bomb check (``PIL.Image.MAX_IMAGE_PIXELS``) is switched
+off for the header read only, so that ``MEDLENS_MAX_PIXELS`` alone rules (it is left as it was for every
+other use of Pillow in the process). Float TIFFs holding NaN
 or infinity raise :class:`~medlens.errors.NonFiniteImageError` (or, with ``non_finite="flag"``, are
 counted in ``meta["non_finite_voxels"]``).
 """
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import math
 import struct
-import warnings
 import zlib
 
 import numpy as np
@@ -32,7 +32,7 @@ from medlens.data.readers._checks import check_non_finite_mode, count_non_finite
 from medlens.errors import EmptyImageError, ImageTooLargeError, UnreadableFileError
 from medlens.files import write_atomically
 from medlens.image import MedImage
-from medlens.limits import check_size, current_limits
+from medlens.limits import check_size
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError)
 """What Pillow and tifffile raise on a damaged file (see benchmarks/quality/fuzz_readers.py)."""
@@ -79,11 +79,19 @@ def read_picture(path: str | Path, *, non_finite: str = "error") -> MedImage:
                                           "non_finite_voxels": n_bad})
 
 
+def _open_pillow(path: Path) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's own decompression-bomb check off for that call: the
+    :func:`check_size` that follows, before any decoding, replaces it and names the claimed size."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _read_pillow(path: Path) -> np.ndarray:
-    Image.MAX_IMAGE_PIXELS = current_limits().max_pixels  # Pillow's bomb check follows MEDLENS_MAX_PIXELS
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check below says more
-        im = Image.open(path)
+    im = _open_pillow(path)
     with im:
         width, height = im.size
         channels = 4 if im.mode in ("P", "PA", "RGBA", "CMYK", "LA") else len(im.getbands())
