@@ -20,7 +20,7 @@ def _first(bad: np.ndarray, values: np.ndarray, ids: Sequence | None) -> str:
     i = int(np.flatnonzero(bad.reshape(-1))[0])
     flat = values.reshape(-1)
     sample = f"sample {ids[i]!s}" if ids is not None and values.ndim == 1 and i < len(ids) else f"position {i}"
-    return f"{flat[i]!r} at {sample} ({int(bad.sum())} such value(s))"
+    return f"{flat[i].item()!r} at {sample} ({int(bad.sum())} such value(s))"
 
 
 def check_labels(labels, *, names: Sequence[str] | None = None, source: object = None,
