@@ -230,8 +230,19 @@ def _scan_folder(folder: Path) -> list[_Slice]:
 
 
 def _media_class(header: Dataset) -> str:
+    return _file_meta(header, "MediaStorageSOPClassUID") or ""
+
+
+def _file_meta(header: Dataset, keyword: str) -> Any:
+    """An element of the file meta information (group 0002), None when absent or unreadable: pydicom
+    converts on access and raises NotImplementedError for an unknown VR (found by fuzz_readers.py)."""
     meta = getattr(header, "file_meta", None)
-    return str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if meta is None:
+        return None
+    try:
+        return meta.get(keyword)
+    except Exception:  # a damaged meta element is treated as absent; decoding then fails with a named error
+        return None
 
 
 def _group_by_series(slices: list[_Slice]) -> dict[str, list[_Slice]]:
@@ -421,7 +432,7 @@ def _pixels(s: _Slice) -> np.ndarray:
     """Decoded stored values of one file, channel first: ``(C, H, W)`` or ``(C, F, H, W)``."""
     if not any(k in s.header for k in _PIXEL_KEYWORDS):
         raise MissingPixelDataError(s.path, "no PixelData (7FE0,0010) element: nothing to show")
-    syntax = s.header.file_meta.get("TransferSyntaxUID")
+    syntax = _file_meta(s.header, "TransferSyntaxUID")
     try:
         arr, _ = get_decoder(syntax).as_array(s.header, view_only=True)  # read-only; copied by the caller
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/NotImplementedError/OSError...
@@ -432,6 +443,9 @@ def _pixels(s: _Slice) -> np.ndarray:
 
 def _pixel_error(s: _Slice, syntax: uid.UID | None, exc: Exception) -> Exception:
     """CompressedDicomError when no installed decoder handles ``syntax``, else UnreadableFileError."""
+    if syntax is not None and not syntax.is_transfer_syntax:
+        return UnreadableFileError(s.path, f"TransferSyntaxUID {syntax} is not a transfer syntax: the file meta "
+                                           "information is corrupt")
     if syntax is not None and syntax.is_compressed:
         try:
             decodable = get_decoder(syntax).is_available
@@ -609,7 +623,7 @@ def _meta(source: Path, slices: list[_Slice], first: Dataset, modality: str, slo
         "padding_value": None if padding is None else padding[0],
         "padding_voxels": n_pad,
         "photometric": _text(first, "PhotometricInterpretation"),
-        "transfer_syntax": str(getattr(first, "file_meta", {}).get("TransferSyntaxUID", "")),
+        "transfer_syntax": str(_file_meta(first, "TransferSyntaxUID") or ""),
     }
     optional = {
         "window_center": _first(first, "WindowCenter"),

@@ -14,6 +14,7 @@ tables) should go through :func:`open_npz`.
 from __future__ import annotations
 
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,8 +26,9 @@ from medlens.errors import UnreadableFileError
 from medlens.limits import check_size
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
-               struct.error, zlib.error, RuntimeError)
-"""What ``zipfile`` and ``numpy.lib.format`` raise on a damaged archive (RuntimeError: an encrypted member)."""
+               struct.error, zlib.error, RuntimeError, SyntaxError, tokenize.TokenError)
+"""What ``zipfile`` and ``numpy.lib.format`` raise on a damaged archive (RuntimeError: an encrypted member;
+tokenize.TokenError: a damaged ``.npy`` header, found by benchmarks/quality/fuzz_readers.py)."""
 
 
 class NpzArchive:

@@ -29,13 +29,16 @@ import tifffile
 from PIL import Image
 
 from medlens.data.readers._checks import check_non_finite_mode, count_non_finite, existing_file
-from medlens.errors import EmptyImageError, ImageTooLargeError, UnreadableFileError
+from medlens.errors import EmptyImageError, UnreadableFileError
 from medlens.files import write_atomically
 from medlens.image import MedImage
 from medlens.limits import check_size
 
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError)
-"""What Pillow and tifffile raise on a damaged file (see benchmarks/quality/fuzz_readers.py)."""
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError,
+                  ZeroDivisionError, TypeError, NotImplementedError)
+"""What Pillow and tifffile raise on a damaged file; tifffile's ZeroDivisionError and TypeError (on tags of
+the wrong type or a zero tile size) and NotImplementedError (a bit depth only the optional imagecodecs
+package decodes) were found by benchmarks/quality/fuzz_readers.py."""
 # bytes per sample of Pillow modes that are not 8-bit
 _MODE_ITEMSIZE = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
@@ -66,8 +69,6 @@ def read_picture(path: str | Path, *, non_finite: str = "error") -> MedImage:
     mode = check_non_finite_mode(non_finite)
     try:
         array = _read_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _read_pillow(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(path, f"{exc} (set MEDLENS_MAX_PIXELS to raise the limit)") from exc
     except _DECODE_ERRORS as exc:
         raise UnreadableFileError(path, f"cannot decode the picture ({type(exc).__name__}: {exc})") from exc
     if array.size == 0:
