@@ -61,6 +61,7 @@ def test_series_with_a_missing_slice_is_refused_naming_its_neighbours(tmp_path, 
         read_dicom(tmp_path / "series")
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
 def test_rescale_slope_zero_names_the_slice(tmp_path, lidc_series_dir):
     files = _copy_series(lidc_series_dir, tmp_path / "series")
     ds = pydicom.dcmread(files[9])
@@ -232,3 +233,20 @@ def test_npz_with_nan_images_is_reported_by_inspect_description(tmp_path, data_r
     summary = describe_npz(path)
     assert summary["non_finite"] == 1 and summary["arrays"]["images"]["non_finite"] == 1
     assert (summary["min"], summary["max"]) == (0.0, 1.0)
+
+
+def test_npy_is_read_with_the_same_checks(tmp_path, data_root):
+    from medlens.data.readers.npz import read_npy
+
+    with np.load(need(data_root, BREAST)) as z:
+        mask = z["test_images"][0] > 100
+    path = tmp_path / "mask.npy"
+    np.save(path, mask)
+    np.testing.assert_array_equal(read_npy(path), mask)
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(UnreadableFileError, match="cut.npy"):
+        read_npy(cut)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(UnreadableFileError, match="objects.npy: holds Python objects"):
+        read_npy(tmp_path / "objects.npy")

@@ -8,7 +8,7 @@ pickle), checks the claimed size against :mod:`medlens.limits` (``MEDLENS_MAX_BY
 NumPy read the data. Every failure is a :class:`~medlens.errors.MedlensError` naming the file and the array.
 
 Every reader of ``.npz`` input (MedMNIST archives, ``medlens inspect``, ``predict``'s image archives, feature
-tables) should go through :func:`open_npz`.
+tables) should go through :func:`open_npz`, and of a single ``.npy`` through :func:`read_npy`.
 """
 
 from __future__ import annotations
@@ -127,3 +127,20 @@ def open_npz(path: str | Path) -> NpzArchive:
         raise UnreadableFileError(path, f"not a readable .npz archive ({type(exc).__name__}: {exc}); "
                                         "the file may be truncated") from exc
     return NpzArchive(path, archive)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A single ``.npy`` array (a lesion mask for ``predict --mask``...), read like an ``.npz`` member: its
+    header's shape and dtype checked against :mod:`medlens.limits` first, no pickle, named errors."""
+    path = existing_file(path)
+    try:
+        with path.open("rb") as handle:
+            shape, dtype = _read_header(handle)
+            if dtype.hasobject:
+                raise UnreadableFileError(path, f"holds Python objects ({dtype}), which need pickle to load; "
+                                                "medlens never unpickles data")
+            check_size(path, shape, itemsize=dtype.itemsize, what="array")
+            handle.seek(0)
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except _ZIP_ERRORS as exc:
+        raise UnreadableFileError(path, f"not a readable .npy array ({type(exc).__name__}: {exc})") from exc
