@@ -433,6 +433,10 @@ def _pixels(s: _Slice) -> np.ndarray:
     if not any(k in s.header for k in _PIXEL_KEYWORDS):
         raise MissingPixelDataError(s.path, "no PixelData (7FE0,0010) element: nothing to show")
     syntax = _file_meta(s.header, "TransferSyntaxUID")
+    if syntax is not None and not isinstance(syntax, str):  # e.g. several values after damage
+        raise UnreadableFileError(s.path, f"TransferSyntaxUID {syntax!r} is not one UID: the file meta "
+                                          "information is corrupt")
+    syntax = None if syntax is None else uid.UID(str(syntax))
     try:
         arr, _ = get_decoder(syntax).as_array(s.header, view_only=True)  # read-only; copied by the caller
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/NotImplementedError/OSError...
