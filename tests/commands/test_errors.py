@@ -47,7 +47,7 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_it(tmp_path, data_r
     result = runner.invoke(app, ["inspect", str(xray)])
     assert result.exit_code == 3
     lines = _error_lines(result)
-    assert len(lines) == 1 and "unexpected KeyError: 'Rows' while reading " + str(xray) in lines[0]
+    assert len(lines) == 1 and "unexpected KeyError: 'Rows' (files given: " + str(xray) in lines[0]
     assert "--debug" in lines[0] and "Traceback" not in result.output
     debug = runner.invoke(app, ["--debug", "inspect", str(xray)])
     assert isinstance(debug.exception, KeyError)  # propagates with its traceback

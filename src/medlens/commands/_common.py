@@ -73,7 +73,7 @@ def describe_error(exc: BaseException, arguments: dict[str, Any] | None = None) 
     filename = getattr(exc, "filename", None)
     where = f"{filename}: " if filename else ""
     given = _paths_given(arguments or {})
-    context = f" while reading {', '.join(given[:4])}{' ...' if len(given) > 4 else ''}" if given and not where else ""
+    context = f" (files given: {', '.join(given[:4])}{' ...' if len(given) > 4 else ''})" if given and not where else ""
     return one_line(f"{where}unexpected {type(exc).__name__}: {exc}{context} (a defect of medlens; rerun with "
                     "`medlens --debug ...` for the traceback and report it)")
 
