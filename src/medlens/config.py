@@ -102,7 +102,8 @@ class ModelConfig(_Strict):
     """One row of the comparison: a registered model with its parameters.
 
     ``id`` is the name the model gets in tables (defaults to ``name``); several entries may share a
-    ``name`` with different parameters.
+    ``name`` with different parameters. ``seeds``: the model is cross-validated once per training seed
+    (the entry's seed, +1, ...); its figures are the mean over seeds, with their spread across seeds.
     """
 
     name: str
@@ -110,6 +111,7 @@ class ModelConfig(_Strict):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     quick_params: dict[str, Any] = Field(default_factory=dict)
+    seeds: int = Field(1, ge=1, le=20)
 
     @property
     def key(self) -> str:

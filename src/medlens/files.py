@@ -55,6 +55,36 @@ def write_text_atomically(target: str | Path, text: str) -> Path:
     return write_atomically(target, lambda path: path.write_text(text, encoding="utf-8"))
 
 
+def json_ready(value):
+    """A copy of ``value`` that :func:`json.dumps` can write: numpy scalars become Python numbers, arrays
+    and tuples become lists, mapping keys become strings (NaN stays NaN)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def resume_folder(out: str | Path, resume: bool) -> Path:
+    """The folder beside ``out`` where a command keeps the progress of unfinished work (``.<name>.resume``).
+
+    Its presence means an earlier run into ``out`` was killed or stopped: with ``resume`` the command continues
+    from it; without, it is refused with a message (the progress is never thrown away unasked).
+    """
+    out = Path(out)
+    folder = out.parent / f".{out.name}.resume"
+    if folder.exists() and not resume:
+        from medlens.errors import MedlensError
+
+        raise MedlensError(f"{out}: an earlier run into it did not finish (its progress is in {folder}); pass "
+                           f"--resume to continue it, or delete {folder} to start again")
+    return folder
+
+
 # --------------------------------------------------------------------------------------------------
 # Output paths: checked before any work, locked while a run writes, cleaned of what a killed run left
 # --------------------------------------------------------------------------------------------------

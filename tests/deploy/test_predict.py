@@ -12,10 +12,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from medlens.deploy.bundle import load_bundle
+from medlens.deploy.classifier import load_classifier as load_bundle
 from medlens.commands.predict import predict
 from medlens.commands.train import train
-from medlens.deploy.explain import grad_cam, last_conv_block
+from medlens.deploy.explain import grad_cam
+from medlens.models.cnn import last_conv_block
 from medlens.models.cnn import compact_cnn
 from medlens.deploy.predict import prepare_file
 

@@ -41,7 +41,7 @@ def _extract(archive: Path, out: Path, method: str, pretrain: Path | None, fit_s
     from medlens import __version__
     from medlens.data.builders import medmnist
     from medlens.data.dataset import ArrayDataset
-    from medlens.features.extractors import make_extractor
+    from medlens.features.extractors import EXTRACTORS, make_extractor
     from medlens.features.store import save_features
 
     data = medmnist(archive)
@@ -50,14 +50,15 @@ def _extract(archive: Path, out: Path, method: str, pretrain: Path | None, fit_s
     if unknown:
         raise ConfigError(f"{archive}: unknown split(s) {unknown}; the archive has train, val and test")
     params: dict = {}
-    if method in ("cnn", "transfer", "ae"):
+    _, trains, takes_pretrain = EXTRACTORS.get(method, (None, False, None))
+    if trains:
         params["epochs"] = epochs
         params["seed"] = seed
-    if method in ("transfer", "ae") and pretrain is not None:
+    if takes_pretrain and pretrain is not None:
         source = medmnist(pretrain)
         keep = source.split == "train"
         params["pretrain"] = (ArrayDataset(images=source.images[keep], labels=source.labels[keep])
-                              if method == "transfer" else source.images[keep])
+                              if takes_pretrain == "dataset" else source.images[keep])
     extractor = make_extractor(method, **params)
     fit = data.split == fit_split
     extractor.fit(data.images[fit], data.labels[fit])

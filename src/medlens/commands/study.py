@@ -22,7 +22,11 @@ def study(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: few folds, a subsample and short training "
                                "(under 2 minutes on 2 cores). Numbers from it are not results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; print only the summary."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier study's results in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier study's results in --out "
+                                   "(finished or not)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished study in --out (killed or "
+                                "stopped): finished folds are kept, an interrupted training continues from its last "
+                                "epoch, and the results equal those of an uninterrupted run."),
 ) -> None:
     """Run a study: load the data, train every model under cross-validation, write the report.
 
@@ -34,8 +38,12 @@ def study(
     (metrics as rows, models as columns), comparison.png (SE/SP/AR bars), roc.png, confusion.png,
     reliability.png and report.html (readable offline).
 
+    Progress is recorded in --out/.resume as folds finish (and every epoch of a training), so a study that
+    was killed continues with the same command and --resume.
+
     Examples: `medlens study` (the default CT lung study), `medlens study --quick`,
-    `medlens study configs/breastmnist_official.yaml --out runs/breast`.
+    `medlens study configs/breastmnist_official.yaml --out runs/breast`,
+    `medlens study --out runs/lidc --resume` (after a kill).
     """
     from medlens.config import default_config_path, load_config
     from medlens.study import run_study
@@ -46,6 +54,6 @@ def study(
     out = out or Path("runs") / f"{study_config.study}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not quiet:
         console.print(f"[bold]{study_config.title or study_config.study}[/] ({config_path}) -> {out}")
-    results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite)
+    results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite, resume=resume)
     typer.echo((out / "table.md").read_text(encoding="utf-8"))
     typer.echo(f"\nwrote {out}/report.html ({results['provenance']['wall_seconds']:.0f} s)")

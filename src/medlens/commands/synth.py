@@ -15,6 +15,7 @@ A training config is a small YAML file::
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.config import read_yaml, reject_non_finite
 from medlens.errors import ConfigError, MissingPathError
-from medlens.files import claim_output, write_atomically
+from medlens.files import claim_output, resume_folder, write_atomically
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
                   no_args_is_help=True)
@@ -56,8 +57,13 @@ def load_config(path: Path) -> SynthConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def train_from_config(config: SynthConfig, out: Path | None = None, progress: bool = True) -> Path:
-    """Train the GAN that ``config`` describes; returns its checkpoint folder (weights, manifest, samples.png)."""
+def train_from_config(config: SynthConfig, out: Path | None = None, progress: bool = True,
+                      resume: bool = False) -> Path:
+    """Train the GAN that ``config`` describes; returns its bundle folder (weights, manifest, samples.png).
+
+    The training state is kept beside the folder every 100 steps (:func:`medlens.files.resume_folder`); with
+    ``resume`` a killed training continues from it.
+    """
     from sklearn.model_selection import train_test_split
 
     from medlens.data.readers.medmnist import load_medmnist
@@ -80,11 +86,13 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
         keep, _ = train_test_split(np.arange(len(labels)), train_size=config.fraction, stratify=labels,
                                    random_state=gan_config.seed)
         images, labels = images[keep], labels[keep]
+    progress_folder = resume_folder(folder, resume)
     gan = GAN(gan_config)
-    gan.fit(images, labels, progress=progress)
+    gan.fit(images, labels, progress=progress, checkpoint=progress_folder / "gan.pt")
     folder = gan.save(folder, extra={"data": str(config.data), "split": config.split, "fraction": config.fraction,
                                      "n_train": int(len(labels))})
     save_grid(gan.sample(8 * gan_config.n_classes, seed=0)[0], folder / "samples.png", columns=8)
+    shutil.rmtree(progress_folder, ignore_errors=True)
     return folder
 
 
@@ -92,7 +100,9 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
 @reports_errors
 def train(config: Path = typer.Argument(..., help="YAML training config (keys listed above)."),
           out: Path | None = typer.Option(None, "--out", help="Checkpoint folder (overrides `out:`)."),
-          quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+          resume: bool = typer.Option(False, "--resume", help="Continue an earlier training into the same folder "
+                                      "that was killed (from its last 100-step checkpoint).")) -> None:
     """Train a conditional DCGAN or WGAN-GP; writes weights, manifest.json and a samples.png grid.
 
     CONFIG keys: `data` (MedMNIST .npz), `split` (train), `fraction` (stratified share, 1.0), `out`
@@ -105,7 +115,7 @@ def train(config: Path = typer.Argument(..., help="YAML training config (keys li
     if target is None:
         raise ConfigError(f"{config}: out: no output folder; set `out:` in the config or pass --out")
     with claim_output(target, kind="folder", inputs=[config, settings.data]):
-        folder = train_from_config(settings, target, progress=not quiet_requested(quiet))
+        folder = train_from_config(settings, target, progress=not quiet_requested(quiet), resume=resume)
     console.print(f"GAN written to {folder}")
 
 
