@@ -38,7 +38,6 @@ def test_temporary_name_keeps_the_suffix_and_the_file_gets_usual_permissions(tmp
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from medlens.errors import OutputError, OutputLockedError  # noqa: E402
 from medlens.files import (  # noqa: E402

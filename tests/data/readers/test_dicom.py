@@ -148,6 +148,20 @@ def test_pydicom_four_slice_series_with_a_202_mm_gap_is_refused_as_missing_slice
     assert [round(p[2], 2) for p in image.meta["slice_positions"]] == [103.02, 104.27, 105.52]
 
 
+def test_uneven_gaps_warn_or_raise_with_strict_spacing(tmp_path, lidc_series_dir):
+    """One LIDC slice moved 0.4 mm along z: gaps 2.9 and 2.1 mm, uneven but no slice missing."""
+    files = [Path(shutil.copy(f, tmp_path / f.name)) for f in sorted(lidc_series_dir.glob("*.dcm"))]
+    moved = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))[5]
+    ds = pydicom.dcmread(moved)
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
+    ds.save_as(moved)
+    with pytest.warns(UserWarning, match=r"uneven slice gaps \(mm\): .*2\.900, 2\.100.* using the median 2\.5000 mm"):
+        image = read_dicom(tmp_path)
+    assert image.spacing[0] == pytest.approx(2.5)
+    with pytest.raises(GeometryError, match="uneven slice gaps"):
+        read_dicom(tmp_path, strict_spacing=True)
+
+
 def test_colour_ultrasound_is_channel_first():
     still = read_dicom(get_testdata_file("examples_rgb_color.dcm"))
     assert still.array.shape == (3, 240, 320) and still.array.dtype == np.uint8
