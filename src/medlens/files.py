@@ -295,7 +295,7 @@ def output_lock(out: str | Path) -> Iterator[Path]:
         stale = _read_lock(fd)
         if stale:
             warnings.warn(f"{out}: took over the lock of an earlier run that is no longer running "
-                          f"({_describe(stale)}); it was probably killed, its partial files are removed",
+                          f"({_describe(stale)}); it was probably killed",
                           StaleLockWarning, stacklevel=3)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
