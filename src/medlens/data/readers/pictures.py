@@ -35,10 +35,11 @@ from medlens.image import MedImage
 from medlens.limits import check_size
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError,
-                  ZeroDivisionError, TypeError, NotImplementedError)
+                  ZeroDivisionError, TypeError, NotImplementedError, OverflowError)
 """What Pillow and tifffile raise on a damaged file; tifffile's ZeroDivisionError and TypeError (on tags of
-the wrong type or a zero tile size) and NotImplementedError (a bit depth only the optional imagecodecs
-package decodes) were found by benchmarks/quality/fuzz_readers.py."""
+the wrong type or a zero tile size), NotImplementedError (a bit depth only the optional imagecodecs
+package decodes) and OverflowError (an infinite float tag used as a size) were found by
+benchmarks/quality/fuzz_readers.py."""
 # bytes per sample of Pillow modes that are not 8-bit
 _MODE_ITEMSIZE = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
