@@ -11,7 +11,7 @@ import pytest
 from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
 
-from medlens.config import default_config_path, load_config
+from medlens.config import default_config_path, load_config, parse_config
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, MedlensError
 from medlens.evaluate.calibration import expected_calibration_error
@@ -256,3 +256,29 @@ def test_a_study_killed_during_training_resumes_to_the_same_results(config, tmp_
     pd.testing.assert_frame_equal(resumed, whole)
     assert not (killed / ".resume").exists()
     assert len(list((killed / "explanations" / "cnn3d").glob("*.png"))) == 4  # the last fold's CNN, restored
+
+
+def test_a_study_on_a_local_dask_cluster_gives_the_sequential_predictions(config, tmp_path):
+    """`--workers 2`: every fold × model runs as a Dask task on a local cluster (one thread per worker) and
+    records where it ran; the predictions equal a sequential run's with one torch thread (torch's kernels
+    round differently with other thread counts, and a small network's training amplifies that)."""
+    import torch
+
+    raw = config.model_dump(mode="json", exclude={"source"})
+    raw["models"] = [m for m in raw["models"] if m["id"] in ("size_reference", "cnn3d")]
+    raw["quick"] = {"folds": 3, "max_samples": 120, "models": None}
+    small = parse_config(raw)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_study(small, tmp_path / "sequential", quick=True, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    results = run_study(small, tmp_path / "dask", quick=True, quiet=True, workers=2)
+    executed = results["provenance"]["executed"]
+    assert executed["kind"] == "dask" and executed["workers"] == 2
+    assert set(executed["threads"].values()) == {1}
+    assert len(executed["tasks"]) == 2 * 3 and set(executed["tasks"].values()) <= set(executed["threads"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask" / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "sequential" / "predictions.csv"))
+    assert "Where each task ran" in (tmp_path / "dask" / "report.html").read_text()

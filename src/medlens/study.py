@@ -16,6 +16,7 @@ What the protocol measures (calibration, operating points, subgroups) is describ
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from medlens.config import ModelConfig, StudyConfig
+from medlens.config import ModelConfig, StudyConfig, parse_config
 from medlens.data import builders
 from medlens.data.dataset import ArrayDataset
 from medlens.data.fetch import resolve
+from medlens.engine.cluster import scheduler_address
 from medlens.engine.trainer import resumable, seed_everything
 from medlens.errors import ConfigError, MedlensError
 from medlens.evaluate.fold_store import FoldStore
@@ -43,8 +45,10 @@ RESUME_FOLDER = ".resume"
 
 
 def load_dataset(config: StudyConfig) -> ArrayDataset:
-    """Resolve the study's files and build its arrays."""
-    root = resolve(config.data.name, path=config.data.path, download=False, progress=False)
+    """Resolve the study's files (downloading a missing set that has a verified source) and build its arrays."""
+    from medlens.data.fetch import ensure_dataset
+
+    root = ensure_dataset(config.data.name, path=config.data.path, progress=False)
     return builders.build_dataset(config.data.builder, root, **config.data.params)
 
 
@@ -140,6 +144,80 @@ def prepare_output(out_dir: Path, overwrite: bool, resume: bool = False) -> Path
     return out_dir
 
 
+def study_data(config: StudyConfig, quick: bool, k: int, pipelines: list[ModelPipeline]
+               ) -> tuple[ArrayDataset, list[Fold]]:
+    """The study's dataset (subsampled in a smoke run, with every feature step its models read computed once)
+    and its folds: what the study process and every Dask worker compute alike."""
+    data = load_dataset(config)
+    if quick and config.quick.max_samples:
+        data = subsample(data, config.quick.max_samples, config.seed)
+    data = prepare_features(data, [step for pipeline in pipelines for step in pipeline.steps])
+    return data, make_folds(data, config.protocol, k, config.seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_study(config_json: str, quick: bool, k: int) -> tuple[StudyConfig, ArrayDataset, list[Fold]]:
+    """A Dask worker's copy of the study's data and folds, loaded once per worker process."""
+    config = parse_config(json.loads(config_json))
+    models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
+    return (config, *study_data(config, quick, k, check_model_params(config, models, quick)))
+
+
+def run_fold_task(config_json: str, quick: bool, k: int, model_key: str, offset: int, fold_index: int,
+                  store_folder: str) -> float:
+    """One model, one training seed, one fold, run on a Dask worker and recorded in the study's
+    :class:`FoldStore` (on a file system the study process also sees); returns the fitting seconds.
+
+    The worker reads the data itself (:func:`_worker_study`), so nothing large travels to it or back; torch
+    uses the threads the worker was given.
+    """
+    import torch
+    from distributed import get_worker
+
+    config, data, folds = _worker_study(config_json, quick, k)
+    torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+    model_cfg = next(m for m in config.models if m.key == model_key)
+    fold = folds[fold_index]
+    store = FoldStore(store_folder)
+    model = study_pipeline(config, model_cfg, quick, fold.seed, offset)
+    with resumable(store.training_folder(model_key, offset, fold)):
+        result = run_fold(model, data, fold, config.protocol, name=model_key, augment=_augmenter(config))
+    if offset == 0 and fold is folds[-1] and _explained(model):
+        store.save_model(model_key, offset, fold, result.model)
+    store.save(model_key, offset, result)
+    return result.seconds
+
+
+def run_folds_on_dask(config: StudyConfig, models: list[ModelConfig], folds: list[Fold], quick: bool, k: int,
+                      store: FoldStore, workers: int | None, scheduler: str | None, advance_for) -> dict[str, Any]:
+    """Every fold × model × training seed that ``store`` does not hold yet, as Dask tasks (a local cluster of
+    ``workers`` processes, or the running ``scheduler``); each task records its fold in the store.
+
+    Returns where the work ran: the scheduler, the number of workers and their threads, and the worker of each
+    task. A task that fails is retried once; if it fails again the study stops with every failure named.
+    """
+    from medlens.engine.cluster import dask_client, run_tasks
+
+    config_json = json.dumps(config.model_dump(mode="json"))
+    tasks = [(f"{m.key}/seed{offset}/fold{fold.index}", (config_json, quick, k, m.key, offset, fold.index,
+                                                         str(store.folder)))
+             for m in models for offset in range(m.seeds) for fold in folds
+             if store.load(m.key, offset, fold) is None]
+    advancers = {m.key: advance_for(m.key) for m in models}
+    with dask_client(workers, scheduler) as client:
+        info = client.scheduler_info()
+        outcome = run_tasks(client, run_fold_task, tasks,
+                            on_done=lambda key, seconds: advancers[key.split("/")[0]]())
+        where = {"scheduler": info.get("address"), "workers": len(info.get("workers", {})),
+                 "threads": {address: worker.get("nthreads") for address, worker in info.get("workers", {}).items()},
+                 "tasks": dict(sorted(outcome.where.items()))}
+    if outcome.errors:
+        listed = "; ".join(f"{key}: {error}" for key, error in sorted(outcome.errors.items()))
+        raise MedlensError(f"study: {len(outcome.errors)} of {len(tasks)} fold tasks failed on the cluster ({listed}); "
+                           "the finished ones are kept: fix the cause and run again with --resume")
+    return where
+
+
 def _augmenter(config: StudyConfig):
     """``augment(train, fold)`` adding the configured GAN's synthetic images to a fold's training part, or None."""
     if config.augment is None:
@@ -204,7 +282,8 @@ def evaluate_model(model_cfg: ModelConfig, data: ArrayDataset, folds: list[Fold]
 
 
 def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, quick: bool = False,
-              quiet: bool = False, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+              quiet: bool = False, overwrite: bool = False, resume: bool = False, workers: int | None = None,
+              scheduler: str | None = None) -> dict[str, Any]:
     """Run ``config`` and write its results, tables, figures and report into ``out_dir``.
 
     Parameters
@@ -225,6 +304,10 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
         Continue the unfinished study in ``out_dir`` (killed or stopped): its finished folds are kept and an
         interrupted training continues from its last epoch; the results equal those of an uninterrupted run.
         Every study records its progress in ``out_dir/.resume`` (removed when it finishes).
+    workers, scheduler : optional
+        Run the folds × models × seeds as Dask tasks (:func:`run_folds_on_dask`) on a local cluster of
+        ``workers`` processes, or on the running ``scheduler`` (its workers must see ``out_dir``); the results
+        equal the sequential run's. ``results.json`` records where each task ran.
 
     Returns
     -------
@@ -238,12 +321,8 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     pipelines = check_model_params(config, models, quick)
     out_dir = prepare_output(out_dir, overwrite, resume)
     seed_everything(config.seed)
-    data = load_dataset(config)
-    if quick and config.quick.max_samples:
-        data = subsample(data, config.quick.max_samples, config.seed)
-    data = prepare_features(data, [step for pipeline in pipelines for step in pipeline.steps])
     k = folds or (config.quick.folds if quick else config.protocol.folds)
-    outer = make_folds(data, config.protocol, k, config.seed)
+    data, outer = study_data(config, quick, k, pipelines)
     augment = _augmenter(config)
     store = FoldStore(out_dir / RESUME_FOLDER)
     if overwrite:
@@ -255,10 +334,15 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     oof: dict[str, dict[str, Any]] = {}
     labels = data.meta.get("labels")
     steps = sum(m.seeds for m in models) * len(outer)
+    distributed = workers is not None or scheduler_address(scheduler) is not None
+    executed = {"kind": "sequential", "where": "this process"}
     with progress_bar(steps, "study", disable=quiet) as advance_for:
+        if distributed:
+            executed = {"kind": "dask", **run_folds_on_dask(config, models, outer, quick, k, store, workers, scheduler,
+                                                           advance_for)}
         for model_cfg in models:
-            entry, runs = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key), augment,
-                                         store)
+            advance = (lambda: None) if distributed else advance_for(model_cfg.key)
+            entry, runs = evaluate_model(model_cfg, data, outer, config, quick, advance, augment, store)
             first = runs[0]
             explained = None
             if first.last_model is not None and _explained(first.last_model):
@@ -295,6 +379,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
             "versions": package_versions(),
             "seed": config.seed,
             "platform": platform_description(),
+            "executed": executed,
             "wall_seconds": round(time.perf_counter() - started, 2),
         },
     }

@@ -17,14 +17,18 @@ from pathlib import Path
 from medlens.data.readers.dicom import SeriesInfo, list_series, read_dicom
 from medlens.data.readers.lidc_xml import (
     ConsensusNodule,
+    LesionGroup,
+    Mark,
     Nodule,
     ReaderNodule,
     ReaderSession,
     Roi,
     consensus_nodules,
+    group_marks,
     lidc_reader_masks,
     nodule_centre,
     read_lidc_xml,
+    reader_marks,
 )
 from medlens.data.readers.nifti import read_nifti, write_nifti
 from medlens.data.readers.pictures import PICTURE_SUFFIXES, read_picture, write_png
@@ -39,13 +43,17 @@ __all__ = [
     "Roi",
     "SeriesInfo",
     "ConsensusNodule",
+    "LesionGroup",
+    "Mark",
     "consensus_nodules",
+    "group_marks",
     "lidc_reader_masks",
     "list_series",
     "nodule_centre",
     "read_dicom",
     "read_image",
     "read_lidc_xml",
+    "reader_marks",
     "read_nifti",
     "read_picture",
     "write_nifti",
