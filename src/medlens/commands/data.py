@@ -12,6 +12,7 @@ from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.data import catalog, fetch
 from medlens.data.catalog import DatasetInfo
 from medlens.data.readers.medmnist import medmnist_counts
+from medlens.files import claim_output
 
 app = typer.Typer(
     help=(
@@ -186,7 +187,8 @@ def fetch_dataset(
         where = found if found is not None else fetch.resolve(name, download=True, progress=progress)
         state = "present" if found is not None else "downloaded"
     else:
-        where = fetch.download_dataset(name, dest=dest, progress=progress)
+        with claim_output(dest, kind="folder"):
+            where = fetch.download_dataset(name, dest=dest, progress=progress)
         state = "ready"
     out.print(f"{catalog.get(name).name}: {state} at {where}", highlight=False)
 

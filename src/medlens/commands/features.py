@@ -9,6 +9,7 @@ import typer
 
 from medlens.commands._common import console, reports_errors
 from medlens.errors import ConfigError
+from medlens.files import claim_output
 
 app = typer.Typer(help="Extract features (Gabor, CNN maps, autoencoder codes, transfer CNN) and probe them.",
                   no_args_is_help=True)
@@ -29,7 +30,14 @@ def extract(
     """Fit an extractor on one split and write features, labels and ids of the others to an npz.
 
     Fitting on a split that is not written keeps labels of the probed rows out of supervised
-    extractors (``cnn``); ``gabor`` learns nothing and ``transfer``/``ae`` no target labels."""
+    extractors (``cnn``); ``gabor`` learns nothing and ``transfer``/``ae`` no target labels.
+    --out is checked before any work (never an input, a folder or a device) and locked while it is written."""
+    with claim_output(out, kind="file", inputs=[archive] + ([pretrain] if pretrain else [])):
+        _extract(archive, out, method, pretrain, fit_split, splits, epochs, seed)
+
+
+def _extract(archive: Path, out: Path, method: str, pretrain: Path | None, fit_split: str, splits: str,
+             epochs: int, seed: int) -> None:
     from medlens import __version__
     from medlens.data.builders import medmnist
     from medlens.data.dataset import ArrayDataset

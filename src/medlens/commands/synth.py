@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import typer
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.config import read_yaml, reject_non_finite
 from medlens.errors import ConfigError, MissingPathError
-from medlens.files import resume_folder, write_atomically
+from medlens.files import claim_output, resume_folder, write_atomically
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
                   no_args_is_help=True)
@@ -47,11 +47,12 @@ def load_config(path: Path) -> SynthConfig:
     """The validated :class:`SynthConfig` in YAML file ``path``."""
     if not path.is_file():
         raise MissingPathError(path, "synth config file")
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a synth config must be a YAML mapping, got {type(raw).__name__}")
+    reject_non_finite(raw, str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         return SynthConfig(**raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
@@ -109,7 +110,12 @@ def train(config: Path = typer.Argument(..., help="YAML training config (keys li
     lr, n_critic, gp_weight, real_label, seed). The defaults (wgan-gp, width 16, 4000 steps) are the
     setting that augmented BreastMNIST best in benchmarks/results/sequence_synth.md.
     """
-    folder = train_from_config(load_config(config), out, progress=not quiet_requested(quiet), resume=resume)
+    settings = load_config(config)
+    target = out or settings.out
+    if target is None:
+        raise ConfigError(f"{config}: out: no output folder; set `out:` in the config or pass --out")
+    with claim_output(target, kind="folder", inputs=[config, settings.data]):
+        folder = train_from_config(settings, target, progress=not quiet_requested(quiet), resume=resume)
     console.print(f"GAN written to {folder}")
 
 
@@ -127,12 +133,14 @@ def sample(model: Path = typer.Argument(..., help="GAN folder written by `medlen
 
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format: unknown {fmt!r}; use png or npz")
-    gan = GAN.load(model)
-    images, labels = gan.sample(n, label=label, seed=seed)
-    if fmt == "npz":
-        write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
-            tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
-    else:
-        for i, (image, y) in enumerate(zip(images, labels)):
-            write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8), out / f"{i:05d}_{gan.labels[y]}.png")
+    with claim_output(out, kind="folder", inputs=[model]):
+        gan = GAN.load(model)
+        images, labels = gan.sample(n, label=label, seed=seed)
+        if fmt == "npz":
+            write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
+                tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
+        else:
+            for i, (image, y) in enumerate(zip(images, labels)):
+                write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8),
+                          out / f"{i:05d}_{gan.labels[y]}.png")
     console.print(f"{n} image(s) written to {out}")

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from medlens.data.labels import check_labels
+
 
 class LazyImages:
     """The rows ``index`` of an ``(N, C, ...)`` array stored in a ``.npy`` file, read only when asked for.
@@ -82,7 +84,9 @@ class ArrayDataset:
         ``(N, C, ...)`` float32, channel first; :class:`LazyImages` for sets larger than memory (read in
         blocks, :func:`chunks`).
     labels : np.ndarray
-        ``(N,)`` integer class indices.
+        ``(N,)`` integer class indices, checked on construction by
+        :func:`medlens.data.labels.check_labels` (whole numbers, ≥ 0, below the number of class names in
+        ``meta["labels"]``): a :class:`~medlens.errors.LabelError` names ``meta["source"]`` and the sample.
     groups : np.ndarray, optional
         ``(N,)`` group ids (patient ids); samples of one group never straddle a split.
     features : np.ndarray, optional
@@ -112,12 +116,13 @@ class ArrayDataset:
     aux: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
-        n = len(self.labels)
+        n = int(np.asarray(self.labels).size)
         for name in ("images", "groups", "features", "ids", "split", "aux"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"ArrayDataset: {name} has {len(value)} rows but labels has {n}")
+        self.labels = check_labels(np.asarray(self.labels).reshape(-1), names=self.meta.get("labels"),
+                                   source=self.meta.get("source"), ids=self.ids)
 
     def __len__(self) -> int:
         return len(self.labels)

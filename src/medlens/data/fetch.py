@@ -18,7 +18,6 @@ import csv
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from rich.progress import (
 )
 
 from medlens.data.catalog import DatasetInfo, get
+from medlens.files import partial_path, remove_stale_partials
 from medlens.errors import (
     ChecksumError,
     DatasetError,
@@ -201,8 +201,9 @@ def download_dataset(name: str, dest: str | Path | None = None, progress: bool =
 
 
 def _download(info: DatasetInfo, target: Path, progress: bool) -> None:
-    """Stream ``info.url`` into a temporary file beside ``target``; rename it onto ``target`` once its md5
-    equals ``info.md5``. The temporary file is removed on every failure."""
+    """Stream ``info.url`` into a temporary file beside ``target`` (``.tmp-<pid>-<name>.part``); rename it onto
+    ``target`` once its md5 equals ``info.md5``. The temporary file is removed on every failure, and one left
+    by a killed download (its pid no longer runs) is removed by the next download of the same file."""
 
     def failed(reason: str) -> str:
         return (
@@ -212,8 +213,10 @@ def _download(info: DatasetInfo, target: Path, progress: bool) -> None:
         )
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    temp = Path(temp_name)
+    part = f"{target.name}.part"
+    remove_stale_partials(target.parent, recursive=False, name=part)  # left by a killed download
+    temp = partial_path(target.with_name(part))
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         digest = hashlib.md5()
         received = 0

@@ -57,7 +57,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medlens.errors import MedlensError
+from medlens.errors import MedlensError, MissingSliceError
 
 STATE = ".build"
 TABLE = "lesions.csv"
@@ -285,7 +285,7 @@ def _read_series(folder: Path):
         except MedlensError as exc:
             where = getattr(exc, "path", None) or folder
             text = str(exc)
-            if "uneven slice gaps" in text:
+            if isinstance(exc, MissingSliceError) or "uneven slice gaps" in text:
                 text = f"missing slices or uneven spacing: {text}"
             raise _Skip(where, text) from exc
     notes = [str(w.message) for w in caught if not _only_xml(str(w.message))]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import write_csv_atomically, write_text_atomically
 
 #: (row label, key in ``summary`` / ``reference``) in table order; train time is handled apart.
 METRIC_ROWS: tuple[tuple[str, str], ...] = (
@@ -212,4 +212,4 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     numeric = metrics_numeric(results)
     return (write_text_atomically(out / "table.md", to_markdown(metrics_table(results))),
-            write_atomically(out / "table.csv", lambda tmp: numeric.to_csv(tmp, float_format="%.6g")))
+            write_csv_atomically(out / "table.csv", numeric, index=True, float_format="%.6g"))

@@ -2,8 +2,12 @@
 
 :func:`read_image` picks the reader from the path: a folder is a DICOM series; ``.nii``/``.nii.gz``
 is NIfTI; ``.png``/``.jpg``/``.jpeg``/``.bmp``/``.tif``/``.tiff`` is a picture; ``.npz`` archives hold
-many images and are read with ``medlens.data.readers.medmnist.load_medmnist``; any other file is
-tried as DICOM (DICOM files often have no suffix).
+many images and are read with ``medlens.data.readers.medmnist.load_medmnist`` (any ``.npz`` safely with
+:func:`medlens.data.readers.npz.open_npz`); any other file is tried as DICOM (DICOM files often have no
+suffix).
+
+Every reader checks the size its file's header claims against :mod:`medlens.limits` before decoding, and
+refuses NaN or infinite values (``non_finite="error"``) unless asked to count them (``"flag"``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ __all__ = [
 ]
 
 
-def read_image(path: str | Path, *, series_uid: str | None = None) -> MedImage:
+def read_image(path: str | Path, *, series_uid: str | None = None, non_finite: str = "error") -> MedImage:
     """Read any supported image file or DICOM series folder.
 
     Parameters
@@ -66,6 +70,9 @@ def read_image(path: str | Path, *, series_uid: str | None = None) -> MedImage:
         A DICOM file or series folder, a NIfTI file or a picture.
     series_uid : str, optional
         For a DICOM folder holding several series: the SeriesInstanceUID to load.
+    non_finite : {"error", "flag"}
+        NaN or infinite values raise :class:`~medlens.errors.NonFiniteImageError` (default) or are counted
+        in ``meta["non_finite_voxels"]``.
 
     Returns
     -------
@@ -78,15 +85,15 @@ def read_image(path: str | Path, *, series_uid: str | None = None) -> MedImage:
         raise MissingPathError(path)
     name = path.name.lower()
     if path.is_dir():
-        return read_dicom(path, series_uid=series_uid)
+        return read_dicom(path, series_uid=series_uid, non_finite=non_finite)
     if name.endswith((".nii", ".nii.gz")):
-        return read_nifti(path)
+        return read_nifti(path, non_finite=non_finite)
     if name.endswith(PICTURE_SUFFIXES):
-        return read_picture(path)
+        return read_picture(path, non_finite=non_finite)
     if name.endswith(".npz"):
         raise UnreadableFileError(
             path,
             "a .npz archive holds many images, not one; load it with "
             "medlens.data.readers.medmnist.load_medmnist(path, split), or look at it with `medlens inspect`",
         )
-    return read_dicom(path, series_uid=series_uid)
+    return read_dicom(path, series_uid=series_uid, non_finite=non_finite)

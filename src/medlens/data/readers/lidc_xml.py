@@ -116,8 +116,8 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
         raise MissingPathError(path, "file")
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise UnreadableFileError(path, f"not well-formed XML ({exc})") from exc
+    except (ET.ParseError, LookupError, UnicodeError, ValueError) as exc:  # LookupError: unknown encoding
+        raise UnreadableFileError(path, f"not well-formed XML ({type(exc).__name__}: {exc})") from exc
     if _local(root.tag) != "LidcReadMessage":
         raise UnreadableFileError(path, f"root element is <{_local(root.tag)}>, not an LIDC <LidcReadMessage>")
     sessions = []
@@ -125,13 +125,14 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
         nodules = []
         for nodule in _children(session, "unblindedReadNodule"):
             chars = _child(nodule, "characteristics")
-            characteristics = {} if chars is None else {
-                _local(c.tag): int(c.text) for c in chars if c.text and c.text.strip()
-            }
             try:
+                characteristics = {} if chars is None else {
+                    _local(c.tag): int(c.text) for c in chars if c.text and c.text.strip()
+                }
                 rois = [_roi(r) for r in _children(nodule, "roi")]
-            except (TypeError, ValueError) as exc:
-                raise UnreadableFileError(path, f"{_text(nodule, 'noduleID')}: bad ROI ({exc})") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise UnreadableFileError(path, f"nodule {_text(nodule, 'noduleID')!r}: bad rating or ROI "
+                                                f"({exc})") from exc
             nodules.append(Nodule(_text(nodule, "noduleID"), characteristics, rois))
         sessions.append(ReaderSession(index, _text(session, "servicingRadiologistID"), nodules))
     return sessions
