@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.files import claim_output
 
 
 @reports_errors
@@ -29,6 +30,9 @@ def study(
     scheduler: str = typer.Option(None, "--scheduler", help="Run the folds × models as Dask tasks on this running "
                                   "scheduler (tcp://host:8786; default $MEDLENS_DASK_SCHEDULER), e.g. one started "
                                   "by dask-jobqueue on SLURM; its workers must see --out."),
+    keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help="Write absolute paths of the data "
+                                          "and config in the outputs (default: relative to the data root or the "
+                                          "working folder, else names only)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the unfinished study in --out (killed or "
                                 "stopped): finished folds are kept, an interrupted training continues from its last "
                                 "epoch, and the results equal those of an uninterrupted run."),
@@ -60,7 +64,8 @@ def study(
     out = out or Path("runs") / f"{study_config.study}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not quiet:
         console.print(f"[bold]{study_config.title or study_config.study}[/] ({config_path}) -> {out}")
-    results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite, resume=resume,
-                        workers=workers, scheduler=scheduler)
+    with claim_output(out, kind="folder", inputs=[config_path]):
+        results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite,
+                            resume=resume, workers=workers, scheduler=scheduler, keep_identifiers=keep_identifiers)
     typer.echo((out / "table.md").read_text(encoding="utf-8"))
     typer.echo(f"\nwrote {out}/report.html ({results['provenance']['wall_seconds']:.0f} s)")
