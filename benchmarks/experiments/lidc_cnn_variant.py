@@ -13,6 +13,9 @@ Variants measured (``benchmarks/RESULTS.md``), each about 9–20 minutes on 2 co
   model still predicts from the image alone.
 - ``--set arch=resnet --id cnn3d_resnet``: the CIFAR-style ResNet instead of the compact CNN.
 - ``--set width=32 --id cnn3d_w32``: the compact CNN with twice the channels.
+- no ``--set``, under another machine setting: ``ATEN_CPU_CAPABILITY=avx2`` (torch's AVX2 kernels instead of
+  AVX-512, as on another CPU) or ``OMP_NUM_THREADS=1`` (one torch thread instead of two): the same model, seed
+  and data; what changes is the machine's rounding (issue #23: how much of a rerun's difference is machine noise).
 
 Usage::
 
@@ -41,8 +44,8 @@ def setting(text: str) -> tuple[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", type=setting, action="append", required=True, metavar="KEY=VALUE",
-                    help="a cnn3d parameter to change (repeat for several)")
+    ap.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE",
+                    help="a cnn3d parameter to change (repeat for several; none: the default cnn3d)")
     ap.add_argument("--id", required=True, help="model id of the variant in the report")
     ap.add_argument("--out", type=Path, required=True, help="study output folder")
     args = ap.parse_args()
@@ -52,7 +55,8 @@ def main() -> None:
     changes = dict(args.set)
     variant = cnn.model_copy(deep=True, update={"id": args.id})
     variant.params.update(changes)
-    variant.description = f"{cnn.description}; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}"
+    if changes:
+        variant.description = f"{cnn.description}; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}"
     run_study(config.model_copy(update={"models": [variant]}), args.out, quiet=True)
 
 
