@@ -32,6 +32,8 @@ from medlens.errors import MedlensError, PacsError
 from medlens.pacs.client import InstanceRecord, Pacs, SeriesRecord
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "REG", "FID", "RTSTRUCT", "RTPLAN", "RTRECORD", "PLAN"})
+"""Series of these modalities hold no pixel data by nature (reports, selections, presentation states...)."""
 
 
 @dataclass
@@ -123,7 +125,7 @@ def _listing(series: list[SeriesRecord]) -> str:
 
 
 def pull_study(pacs: Pacs, study_uid: str, *, series_uids: list[str] | None = None, modality: str | None = None,
-               workdir: Path | None = None,
+               workdir: Path | None = None, every_series_an_image: bool = True,
                on_listed: Callable[[SeriesRecord, list[InstanceRecord]], None] | None = None) -> PulledStudy:
     """Download and check the series of a study (see the module docstring).
 
@@ -140,6 +142,9 @@ def pull_study(pacs: Pacs, study_uid: str, *, series_uids: list[str] | None = No
     workdir : Path, optional
         Where the private temporary folder is created (default the system's temporary folder); put it on
         the file system of a later :meth:`PulledStudy.move_to` target so that the move is a rename.
+    every_series_an_image : bool
+        Check every series for pixel data (a series for a model); False exempts series of
+        :data:`NON_IMAGE_MODALITIES` (a whole study pulled to a folder).
     on_listed : callable, optional
         Called with each series and its listed instances after listing and before retrieving them
         (progress display).
@@ -166,7 +171,8 @@ def pull_study(pacs: Pacs, study_uid: str, *, series_uids: list[str] | None = No
             files = pacs.retrieve_series(study_uid, record.series_uid, listed, folder)
             _check_arrived(server, study_uid, record, listed, files)
             _check_unchanged(server, study_uid, record, listed, pacs.find_instances(study_uid, record.series_uid))
-            check_pixel_data(server, record.series_uid, files)
+            if every_series_an_image or record.modality not in NON_IMAGE_MODALITIES:
+                check_pixel_data(server, record.series_uid, files)
             pulled.series.append(PulledSeries(record, folder, sorted(files)))
         first = pydicom.dcmread(pulled.series[0].files[0], stop_before_pixels=True)
         pulled.patient_id = str(first.get("PatientID", ""))

@@ -144,6 +144,9 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
     if classifier is not None and segmenter is None and request.at is None:
         raise ConfigError(f"{classifier.identity.name}: a nodule bundle needs the nodule's position (--at z,y,x) or a "
                           "segmentation bundle that finds the nodules (--segmenter)")
+    if classifier is not None and classifier.needs_mask and segmenter is None:
+        raise ConfigError(f"{classifier.identity.name}: this bundle measures the lesion's mask (radiomic features); "
+                          "a position alone (--at) is not enough: give a segmentation bundle too (--segmenter)")
     out = Path(request.out)
     taken = [name for name in (SEG_FILE, SR_FILE, TABLE_FILE, RUN_FILE) if (out / name).exists()]
     if taken:
@@ -267,3 +270,20 @@ def _write_findings(out: Path, findings, classifier, report: Report, written: di
     if rows:
         table = pd.DataFrame(rows)
         write_atomically(out / TABLE_FILE, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def predict_study(bundles: list[Path], url: str, request: Request, *, push: bool = False, push_url: str | None = None,
+                  aet: str | None = None, move_port: int | None = None,
+                  say: Callable[[str], None] = lambda _: None) -> Report:
+    """Load the bundles, connect, and :func:`run_on_study`; ``push`` sends the results back to ``url`` (or to
+    ``push_url``). The bundles are loaded before the PACS is contacted, so a bad bundle costs no download."""
+    from medlens.pacs.client import DEFAULT_AET, connect
+    from medlens.pacs.models import load_model
+
+    models = [load_model(path) for path in bundles]
+    split_models(models)
+    source = connect(url, aet=aet or DEFAULT_AET, move_port=move_port)
+    target = None
+    if push or push_url:
+        target = source if not push_url or push_url == url else connect(push_url, aet=aet or DEFAULT_AET)
+    return run_on_study(source, models, request, push_to=target, say=say)
