@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
+import pydicom
 import pytest
 import torch
 
@@ -22,8 +24,6 @@ from realdata import REPO, need
 
 torch.set_num_threads(2)
 CONFIG = REPO / "src/medlens/configs/lidc_nodules.yaml"
-LIDC_0001_STUDY = "1.3.6.1.4.1.14519.5.2.1.6279.6001.298806137288633453246975630178"
-LIDC_0001_SERIES = "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"
 PSEUDONYM_KEY = "medlens-tests-pseudonym-key"
 
 
@@ -35,6 +35,21 @@ def private_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     monkeypatch.setenv("MEDLENS_PSEUDONYM_KEY", PSEUDONYM_KEY)
     return folder
+
+
+@pytest.fixture(scope="session")
+def lidc(lidc_series_dir):
+    """LIDC-IDRI-0001 as read by medlens: the image, the slice headers in its slice order, and the readers' 50 %
+    consensus mask of its nodule (from the XML beside the series)."""
+    from medlens.data.readers import consensus_nodules, read_dicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the XML beside the series is skipped with a warning
+        image = read_dicom(lidc_series_dir)
+    headers = {str(h.SOPInstanceUID): h for h in
+               (pydicom.dcmread(p, stop_before_pixels=True) for p in lidc_series_dir.glob("*.dcm"))}
+    nodule = consensus_nodules(next(lidc_series_dir.glob("*.xml")), image)[0].mask
+    return image, [headers[uid] for uid in image.meta["sop_uids"]], nodule
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ second class, the voxels below −400 HU inside the body's bounding box (a crude
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import highdicom as hd
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 from pydicom.sr.codedict import codes
 
 import medlens
-from medlens.data.readers import consensus_nodules, read_dicom
 from medlens.errors import DicomObjectError
 from medlens.pacs.lesions import lesions_from_mask
 from medlens.pacs.models import CLASSIFIER, SEGMENTER, Classifier, ModelIdentity, Prediction
@@ -30,20 +28,8 @@ SEGMENTER_ID = ModelIdentity("nodule-seg", SEGMENTER, "ab" * 32, "unet", None)
 CLASSIFIER_ID = ModelIdentity("nodules", CLASSIFIER, "cd" * 32, "bp_radiomics", "0.1.0")
 
 
-@pytest.fixture(scope="module")
-def series(lidc_series_dir):
-    """The image, its headers in the image's slice order, and the readers' nodule mask."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        image = read_dicom(lidc_series_dir)
-    headers = {str(h.SOPInstanceUID): h for h in
-               (pydicom.dcmread(p, stop_before_pixels=True) for p in lidc_series_dir.glob("*.dcm"))}
-    nodule = consensus_nodules(next(lidc_series_dir.glob("*.xml")), image)[0].mask
-    return image, [headers[uid] for uid in image.meta["sop_uids"]], nodule
-
-
-def test_seg_of_the_readers_nodule(series, tmp_path):
-    image, sources, nodule = series
+def test_seg_of_the_readers_nodule(lidc, tmp_path):
+    image, sources, nodule = lidc
     labels = nodule.astype(np.uint8)
     written = write_seg(labels, sources, ["nodule"], SEGMENTER_ID, tmp_path / "seg.dcm")
     assert dciodvfy(written.path)[0] == []
@@ -70,8 +56,8 @@ def test_seg_of_the_readers_nodule(series, tmp_path):
     assert "research use only" in algorithm.AlgorithmParameters and "research use only" in seg.SeriesDescription
 
 
-def test_seg_with_two_classes(series, tmp_path):
-    image, sources, nodule = series
+def test_seg_with_two_classes(lidc, tmp_path):
+    image, sources, nodule = lidc
     labels = np.zeros(image.shape, np.uint8)
     labels[image.array[0] < -400] = 2
     labels[:, :60], labels[:, -60:], labels[:, :, :30], labels[:, :, -30:] = 0, 0, 0, 0  # outside the body
@@ -83,8 +69,8 @@ def test_seg_with_two_classes(series, tmp_path):
     assert written.n_frames == sum(int((labels == k).any(axis=(1, 2)).sum()) for k in (1, 2))
 
 
-def test_a_seg_that_differs_from_the_prediction_is_refused(series, tmp_path):
-    image, sources, nodule = series
+def test_a_seg_that_differs_from_the_prediction_is_refused(lidc, tmp_path):
+    image, sources, nodule = lidc
     labels = nodule.astype(np.uint8)
     written = write_seg(labels, sources, ["nodule"], SEGMENTER_ID, tmp_path / "seg.dcm")
     changed = labels.copy()
@@ -101,8 +87,8 @@ def test_a_seg_that_differs_from_the_prediction_is_refused(series, tmp_path):
         validate_seg(moved, labels, sources)
 
 
-def test_sr_of_two_nodules(series, tmp_path):
-    image, sources, nodule = series
+def test_sr_of_two_nodules(lidc, tmp_path):
+    image, sources, nodule = lidc
     second = np.zeros_like(nodule)
     second[2:5, 100:110, 380:392] = True
     lesions, _ = lesions_from_mask(nodule | second, image)

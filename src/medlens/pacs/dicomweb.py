@@ -40,6 +40,9 @@ from medlens.pacs.client import (
 )
 
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+PAGE = 1000
+"""QIDO-RS results asked for per request (``limit``); the next page starts at ``offset``."""
+STUDY_UID_TAG, SERIES_UID_TAG, SOP_UID_TAG = "0020000D", "0020000E", "00080018"
 UNCHUNKED = 1 << 62
 """A chunk size no request body reaches: STOW-RS bodies are then sent whole, with a Content-Length."""
 
@@ -71,19 +74,19 @@ class DicomWebPacs:
 
     def find_studies(self, query: StudyQuery) -> list[StudyRecord]:
         with self._answers(f"searching studies ({query.describe()})"):
-            found = self._client.search_for_studies(search_filters=query.keys(), fields=list(STUDY_FIELDS),
-                                                    get_remaining=True)
+            found = _paged(self._client.search_for_studies, STUDY_UID_TAG, search_filters=query.keys(),
+                           fields=list(STUDY_FIELDS))
         return [study_record(Dataset.from_json(item)) for item in found]
 
     def find_series(self, study_uid: str) -> list[SeriesRecord]:
         with self._answers(f"searching the series of study {study_uid}"):
-            found = self._client.search_for_series(study_uid, fields=list(SERIES_FIELDS), get_remaining=True)
+            found = _paged(self._client.search_for_series, SERIES_UID_TAG, study_uid, fields=list(SERIES_FIELDS))
         return [series_record(Dataset.from_json(item)) for item in found]
 
     def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceRecord]:
         with self._answers(f"searching the instances of series {series_uid} (study {study_uid})"):
-            found = self._client.search_for_instances(study_uid, series_uid, fields=list(INSTANCE_FIELDS),
-                                                      get_remaining=True)
+            found = _paged(self._client.search_for_instances, SOP_UID_TAG, study_uid, series_uid,
+                           fields=list(INSTANCE_FIELDS))
         return [instance_record(Dataset.from_json(item)) for item in found]
 
     def retrieve_series(self, study_uid: str, series_uid: str, instances: list[InstanceRecord],
@@ -107,3 +110,23 @@ class DicomWebPacs:
                             f"{', '.join(failed)}")
         stored = [str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get("ReferencedSOPSequence", [])]
         return [uid for uid in wanted if uid in stored]
+
+
+def _paged(search, uid_tag: str, *args, **kwargs) -> list[dict]:
+    """Every result of a QIDO-RS search, :data:`PAGE` at a time.
+
+    dicomweb-client's own ``get_remaining`` asks for pages until one comes back empty; Orthanc 1.10's DICOMweb
+    plugin ignores ``offset`` in some searches without ``limit`` (e.g. with ``ModalitiesInStudy``), so that
+    loop never ends. Here each request has a ``limit``, a short page is the last, and a page that repeats a
+    UID already seen (a server ignoring ``offset``) ends the search too.
+    """
+    results, seen, offset = [], set(), 0
+    while True:
+        page = search(*args, limit=PAGE, offset=offset, **kwargs)
+        uids = [str((item.get(uid_tag) or {}).get("Value", [""])[0]) for item in page]
+        fresh = [item for item, uid in zip(page, uids) if uid not in seen]
+        results += fresh
+        seen.update(uids)
+        if len(page) < PAGE or len(fresh) < len(page):
+            return results
+        offset += len(page)

@@ -58,7 +58,7 @@ def push_objects(pacs: Pacs, validations: list[Validation]) -> PushResult:
                   if str(h.SeriesInstanceUID) == series_uid and str(h.SOPInstanceUID) in listed]
     lost = [uid for uid in wanted if uid not in found]
     if lost:
-        raise PacsError(f"{server}: acknowledged {len(wanted)} object(s) but does not list {len(lost)} of them "
-                        f"afterwards ({', '.join(lost)}): the server accepted them and stored nothing (a known "
-                        "fault of some Orthanc versions with chunked STOW-RS requests); check the server's log")
+        raise PacsError(f"{server}: acknowledged {len(wanted)} object(s) but does not hold {len(lost)} of them "
+                        f"afterwards ({', '.join(lost)}): a filter on the server dropped them, or the server has the "
+                        "fault some Orthanc versions show with chunked STOW-RS requests; check the server's log")
     return PushResult(server, acknowledged, found)
