@@ -40,6 +40,9 @@ from medlens.pacs.client import (
 )
 
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+ATTEMPTS, RETRY_WAIT_MS = 3, 250
+"""A request that fails (no connection, or HTTP 408, 429, 503, 504) is tried 3 times, waiting 0.5 s then 1 s
+(dicomweb-client's default, 5 attempts with waits of 2 to 16 s, makes an unreachable server take 30 s to report)."""
 PAGE = 1000
 """QIDO-RS results asked for per request (``limit``); the next page starts at ``offset``."""
 STUDY_UID_TAG, SERIES_UID_TAG, SOP_UID_TAG = "0020000D", "0020000E", "00080018"
@@ -56,6 +59,7 @@ class DicomWebPacs:
         self.address = address
         self._client = DICOMwebClient(address.url, session=session or requests.Session(), timeout=timeout,
                                       chunk_size=UNCHUNKED)
+        self._client.set_http_retry_params(retry=True, max_attempts=ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS)
 
     @contextlib.contextmanager
     def _answers(self, what: str) -> Iterator[None]:

@@ -104,7 +104,7 @@ class DimsePacs:
         found = []
         with self._association(entity, what) as assoc:
             for status, answer in assoc.send_c_find(identifier, FIND):
-                code = _status(status, self.address, what)
+                code = _status(status, self.address, what, self.aet)
                 if code in PENDING:
                     found.append(answer)
                 elif code != SUCCESS:
@@ -193,7 +193,7 @@ class DimsePacs:
     def _check_retrieve(self, answers, what: str) -> None:
         last = None
         for status, _ in answers:
-            code = _status(status, self.address, what)
+            code = _status(status, self.address, what, self.aet)
             last = (code, status)
             if code not in PENDING and code != SUCCESS and not _is_warning(code):
                 hint = (f"; does the PACS know AE title {self.aet} at this host and port {self.move_port}?"
@@ -227,17 +227,18 @@ class DimsePacs:
                                 "nothing was sent")
             for path, header in zip(files, headers):
                 status = assoc.send_c_store(path)
-                code = _status(status, self.address, f"storing {header.SOPInstanceUID} with C-STORE")
+                code = _status(status, self.address, f"storing {header.SOPInstanceUID} with C-STORE", self.aet)
                 if code != SUCCESS and not _is_warning(code):
                     raise PacsError(f"{self.address}: C-STORE of {header.SOPInstanceUID} refused: status 0x{code:04X}")
                 stored.append(str(header.SOPInstanceUID))
         return stored
 
 
-def _status(status: Dataset, address: PacsAddress, what: str) -> int:
+def _status(status: Dataset, address: PacsAddress, what: str, aet: str) -> int:
     """The Status of a DIMSE answer; an empty answer (timeout, abort, bad reply) is a :class:`PacsError`."""
     if status is None or "Status" not in status:
-        raise PacsError(f"{address}: no valid answer while {what} (timed out or the association was aborted)")
+        raise PacsError(f"{address}: no valid answer while {what} (timed out, or the PACS aborted the association: "
+                        f"does it accept requests from the AE title {aet} at this host?)")
     return int(status.Status)
 
 
