@@ -62,6 +62,7 @@ def test_pull_brings_the_series_unchanged(pacs, lidc, lidc_series_dir, how, tmp_
     assert list(private_tmp.iterdir()) == [] and not list(tmp_path.glob("medlens-pull-*"))
 
 
+@pytest.mark.filterwarnings("ignore:.*skipped 1 non-DICOM file")  # the reader XML beside the original series
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
 def test_predict_pushes_seg_and_sr_into_the_study(pacs, lidc, lidc_series_dir, nodule_bundle, nodule_segmenter,
                                                   protocol, tmp_path, private_tmp):

@@ -135,9 +135,12 @@ class DimsePacs:
     # ------------------------------------------------------------------------------------------------
     def retrieve_series(self, study_uid: str, series_uid: str, instances: list[InstanceRecord],
                         folder: Path) -> list[Path]:
-        from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 
-        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid})
+        # the SOP classes the listing named; a PACS that leaves SOPClassUID out of its C-FIND answers gets the
+        # common storage classes (127 of them: a request holds at most 128 presentation contexts)
+        classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid}) or \
+            [str(c.abstract_syntax) for c in StoragePresentationContexts[:127]]
         received: list[Path] = []
 
         def write(event) -> int:

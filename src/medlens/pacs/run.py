@@ -141,6 +141,8 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
     from medlens.data.readers import read_dicom
 
     classifier, segmenter = split_models(models)
+    if classifier is None and request.at is not None:
+        raise ConfigError("--at places a nodule for a nodule bundle; a segmentation bundle alone takes none")
     if classifier is not None and segmenter is None and request.at is None:
         raise ConfigError(f"{classifier.identity.name}: a nodule bundle needs the nodule's position (--at z,y,x) or a "
                           "segmentation bundle that finds the nodules (--segmenter)")

@@ -7,7 +7,8 @@ segment; each segment has one frame per source slice it touches (empty frames ar
 slice's ``ImagePositionPatient`` as its Plane Position and a reference to that slice as its derivation
 source, so that a viewer lays each frame on its slice. The segments' Algorithm Identification names the
 algorithm (``medlens <bundle>``), its version (the medlens version) and, as parameters, the bundle's name,
-kind, model, digest (:func:`medlens.pacs.models.bundle_digest`) and "research use only".
+kind, model, digest (:func:`medlens.pacs.models.bundle_digest`) and "research use only"; Content Qualification
+is ``RESEARCH`` and the series and content descriptions say "research use only" too.
 
 Class names map to codes (Segmented Property Category / Type, CID 7150 / 7151) through :data:`STRUCTURES`;
 an unknown name is coded as tissue and keeps its name as the segment label.
@@ -107,7 +108,7 @@ def build_seg(labels: np.ndarray, sources: list[Dataset], class_names: list[str]
         series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medlens",
         manufacturer_model_name=f"medlens {identity.name}"[:64], software_versions=identity.medlens_version,
         device_serial_number=identity.digest[:16], content_description=RESEARCH_ONLY,
-        content_label="MEDLENS_SEG", series_description=f"medlens {identity.name} ({RESEARCH_ONLY})"[:64])
+        content_label="MEDLENS_SEG", content_qualification="RESEARCH", series_description=f"medlens {identity.name} ({RESEARCH_ONLY})"[:64])
     return seg
 
 

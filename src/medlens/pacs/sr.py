@@ -139,7 +139,7 @@ def build_sr(findings: list[Finding], sources: list[Dataset], classifier: Classi
                                      title=codes.DCM.ImagingMeasurementReport)
     sr = hd.sr.Comprehensive3DSR(evidence=headers, content=report[0], series_instance_uid=generate_uid(),
                                  series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1,
-                                 manufacturer="medlens", is_complete=True,
+                                 manufacturer="medlens", is_complete=True, content_qualification="RESEARCH",
                                  series_description=f"medlens nodule report ({RESEARCH_ONLY})"[:64])
     return sr
 
