@@ -17,7 +17,8 @@ processes. Each variant in a fresh process (highdicom loads its tables of the st
 reported as ``first_call_extra_s``), median of REPEATS.
 
 Run (rerun on a quiet machine; the bundles are trained first when not given, ~1 min):
-    MEDLENS_DATA=/work/shared/data PYTHONPATH=src .venv/bin/python benchmarks/speed/bench_pacs.py --out benchmarks/results/pacs.json
+    MEDLENS_DATA=/work/shared/data PYTHONPATH=src .venv/bin/python benchmarks/speed/bench_pacs.py \
+        --out benchmarks/results/pacs.json
 """
 
 from __future__ import annotations

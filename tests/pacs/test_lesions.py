@@ -29,7 +29,8 @@ def test_voxel_positions_follow_the_slice_headers(image, lidc_series_dir):
     # column index i moves along the row direction (x), row index j along the column direction (y)
     assert np.allclose(voxel_to_patient(image, (5, 10, 20)), ipp + [20 * col_spacing, 10 * row_spacing, 0])
     halfway = voxel_to_patient(image, (5.5, 0, 0))
-    nxt = np.array(pydicom.dcmread(files[image.meta["sop_uids"][6]], stop_before_pixels=True).ImagePositionPatient, float)
+    nxt = pydicom.dcmread(files[image.meta["sop_uids"][6]], stop_before_pixels=True).ImagePositionPatient
+    nxt = np.array(nxt, float)
     assert np.allclose(halfway, (ipp + nxt) / 2)
 
 
@@ -44,7 +45,8 @@ def test_components_are_lesions_largest_first_with_their_size(image):
     mask[14, 50, 50] = True  # one voxel, 0.7 mm: dropped
     lesions, dropped = lesions_from_mask(mask, image)
     assert dropped == 1 and [lesion.number for lesion in lesions] == [1, 2]
-    assert lesions[0].diameter_mm == pytest.approx(20.0, abs=1.5) and lesions[1].diameter_mm == pytest.approx(6.0, abs=1.5)
+    assert lesions[0].diameter_mm == pytest.approx(20.0, abs=1.5)
+    assert lesions[1].diameter_mm == pytest.approx(6.0, abs=1.5)
     assert np.allclose(lesions[0].centre_voxel, (6, 200, 200), atol=0.01)
     assert lesions[0].volume_mm3 == pytest.approx(big.sum() * 5 * np.prod(image.spacing))
     diameter, volume = measure(lesions[1].mask, image.spacing)

@@ -93,7 +93,8 @@ def pull(
     data (reports and other non-image series are exempt). DIR also gets
     `pull.json` (server, UIDs, counts, the patient's pseudonym). On any error nothing is left behind.
     Example: `medlens pacs pull http://localhost:8042/dicom-web --study 1.2.3.4 --out study/`.
-    Over DIMSE with C-MOVE: `medlens pacs pull dimse://ORTHANC@pacs:4242 --study 1.2.3.4 --move-port 11113 --out study/`.
+    Over DIMSE with C-MOVE:
+    `medlens pacs pull dimse://ORTHANC@pacs:4242 --study 1.2.3.4 --move-port 11113 --out study/`.
     """
     import medlens
     from medlens.files import write_text_atomically
@@ -109,7 +110,8 @@ def pull(
 
     def listed(record, instances) -> None:
         if not quiet:
-            console.print(f"series {record.series_uid} ({record.modality}): {len(instances)} instances", highlight=False)
+            console.print(f"series {record.series_uid} ({record.modality}): {len(instances)} instances",
+                          highlight=False)
 
     pulled = pull_study(pacs, study, series_uids=series or None, modality=modality,
                         workdir=folder.resolve().parent, every_series_an_image=False, on_listed=listed)
@@ -177,7 +179,7 @@ def predict_on_pacs(bundle: Path, url: str, study: str, *, segmenter: Path | Non
     """``medlens predict BUNDLE --pacs URL --study UID``: run :func:`medlens.pacs.run.predict_study` and report."""
     from datetime import datetime
 
-    from medlens.deploy.predict_volume import parse_position
+    from medlens.pacs.models import parse_position
     from medlens.pacs.run import Request, predict_study
 
     folder = out or Path("runs") / f"pacs-{datetime.now():%Y%m%d-%H%M%S}"

@@ -35,7 +35,8 @@ class StudyQuery:
     study_uid: str | None = None
 
     def keys(self) -> dict[str, str]:
-        """The set keys as DICOM keywords (``PatientID``, ``ModalitiesInStudy``, ``StudyDate``, ``StudyInstanceUID``)."""
+        """The set keys as DICOM keywords: ``PatientID``, ``ModalitiesInStudy``, ``StudyDate``,
+        ``StudyInstanceUID``."""
         pairs = {"PatientID": self.patient_id, "ModalitiesInStudy": self.modality, "StudyDate": self.date,
                  "StudyInstanceUID": self.study_uid}
         return {k: v for k, v in pairs.items() if v}

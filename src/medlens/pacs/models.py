@@ -127,12 +127,20 @@ def _load_segmenter(folder: Path) -> Segmenter:
 
     model, plan = load_bundle(folder)
     if int(plan["fingerprint"]["dims"]) != 3:
-        raise ConfigError(f"{folder}: a {plan['fingerprint']['dims']}D segmentation bundle; a PACS series needs a 3D one")
+        raise ConfigError(f"{folder}: a {plan['fingerprint']['dims']}D segmentation bundle; a PACS series needs "
+                          "a 3D one")
     identity = ModelIdentity(folder.name, SEGMENTER, bundle_digest(folder), plan["network"]["name"], None)
     modality = plan["fingerprint"].get("modality")
     names = plan["dataset"].get("labels")
     return Segmenter(identity, model, plan, list(names)[1:] if names else None,
                      modality if modality not in (None, "", "OT") else None)
+
+
+def parse_position(text: str) -> tuple[float, float, float]:
+    """A lesion position ``"z,y,x"`` (voxels) as ``medlens predict --at`` reads it."""
+    from medlens.deploy.predict_volume import parse_position as parse
+
+    return parse(text)
 
 
 def segment(segmenter: Segmenter, image: MedImage) -> np.ndarray:

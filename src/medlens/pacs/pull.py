@@ -241,7 +241,8 @@ def check_pixel_data(server: str, series_uid: str, files: list[Path]) -> None:
             continue
         rows, cols = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
         frames = int(header.get("NumberOfFrames", 1) or 1)
-        needed = rows * cols * int(header.get("SamplesPerPixel", 1)) * frames * int(header.get("BitsAllocated", 16)) // 8
+        samples, bits = int(header.get("SamplesPerPixel", 1)), int(header.get("BitsAllocated", 16))
+        needed = rows * cols * samples * frames * bits // 8
         length = _value_length(header, keyword)
         if rows == 0 or cols == 0 or length < needed:
             raise PacsError(f"{where}: pixel data of {length} bytes for {rows}×{cols}×{frames} pixels "

@@ -12,7 +12,6 @@ loss that some Orthanc versions showed with chunked STOW-RS requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pydicom
 

@@ -108,7 +108,8 @@ def build_seg(labels: np.ndarray, sources: list[Dataset], class_names: list[str]
         series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medlens",
         manufacturer_model_name=f"medlens {identity.name}"[:64], software_versions=identity.medlens_version,
         device_serial_number=identity.digest[:16], content_description=RESEARCH_ONLY,
-        content_label="MEDLENS_SEG", content_qualification="RESEARCH", series_description=f"medlens {identity.name} ({RESEARCH_ONLY})"[:64])
+        content_label="MEDLENS_SEG", content_qualification="RESEARCH",
+        series_description=f"medlens {identity.name} ({RESEARCH_ONLY})"[:64])
     return seg
 
 

@@ -140,7 +140,8 @@ def validate_for_push(path: Path) -> Validation:
     result = Validation(Path(path))
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        uids = [str(header[k].value) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+        keywords = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        uids = [str(header[k].value) for k in keywords]
     except Exception as exc:  # not DICOM, truncated, or without the UIDs every stored object needs
         raise DicomObjectError(f"{path}: not a DICOM object that can be stored ({exc})") from exc
     if not all(uids):
