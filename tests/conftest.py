@@ -27,6 +27,13 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under MEDLENS_REQUIRE_DATA=1: {reason}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pseudonym_key() -> str:
+    """A fixed pseudonym key (medlens.data.identifiers), so that no test creates ~/.config/medlens/pseudonym.key."""
+    os.environ.setdefault("MEDLENS_PSEUDONYM_KEY", "medlens-test-key")
+    return os.environ["MEDLENS_PSEUDONYM_KEY"]
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real-data folder (``MEDLENS_DATA``)."""

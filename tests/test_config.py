@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import pytest
 
@@ -77,3 +77,37 @@ def test_invalid_yaml_names_the_file(tmp_path):
     bad.write_text("study: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("edit, field", [
+    ("  - {id: bp, name: bp, params: {inputs: pixels}}", "models[0].params.lr"),
+    ("protocol: {kind: official, repeats: 3, seed: 0}", "protocol.threshold"),
+    ("features:\n  gabor: {wavelengths: [3, 6], orientations: 4}", "features.gabor.wavelengths[1]"),
+])
+def test_nan_and_inf_fail_at_validation_naming_the_field(tmp_path, edit, field, monkeypatch):
+    """A copy of a shipped config with one value made NaN or infinite; no data is read (the builder that
+    would read it is replaced by one that fails the test)."""
+    from medlens.data import builders
+
+    text = (REPO / "configs" / "breastmnist_official.yaml").read_text()
+    assert edit in text
+    replaced = {
+        "models[0].params.lr": "  - {id: bp, name: bp, params: {inputs: pixels, lr: .nan}}",
+        "protocol.threshold": "protocol: {kind: official, repeats: 3, seed: 0, threshold: .inf}",
+        "features.gabor.wavelengths[1]": "features:\n  gabor: {wavelengths: [3, -.inf], orientations: 4}",
+    }[field]
+    path = tmp_path / "study.yaml"
+    path.write_text(text.replace(edit, replaced))
+    monkeypatch.setattr(builders, "build_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    with pytest.raises(ConfigError, match=rf"study.yaml: field `{re.escape(field)}`: -?(nan|inf) is not a finite number"):
+        load_config(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_unreadable_yaml_values_are_config_errors(tmp_path):
+    for text, problem in (("study: x\nwhen: 2024-02-30\n", "YAML value cannot be read"),
+                          (b"study: \xff\xfe\n", "not UTF-8")):
+        path = tmp_path / "bad.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ConfigError, match=problem):
+            load_config(path)

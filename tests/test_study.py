@@ -11,12 +11,13 @@ import pytest
 from scipy.special import expit, logit
 from sklearn.metrics import roc_auc_score
 
-from medlens.config import default_config_path, load_config
+from medlens.config import default_config_path, load_config, parse_config
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, MedlensError
 from medlens.evaluate.calibration import expected_calibration_error
 from medlens.evaluate.metrics import classification_metrics
-from medlens.study import evaluate_model, load_dataset, make_folds, run_study
+from medlens.evaluate.protocol import make_folds
+from medlens.study import evaluate_model, load_dataset, run_study
 
 pytestmark = pytest.mark.realdata
 
@@ -126,9 +127,10 @@ def test_calibration_none_and_the_subgroup_hook(config, data):
     size = np.where(diameter >= 10, ">=10 mm", "<10 mm")
     with_groups = ArrayDataset(images=data.images, labels=data.labels, groups=data.groups, features=data.features,
                                ids=data.ids, meta={**data.meta, "subgroups": {"size": size}})
-    folds = make_folds(with_groups, plain, k=3)
-    entry, oof = evaluate_model(model_cfg, with_groups, folds, plain, False, lambda: None)
-    assert entry.pop("_calibrated_oof") is None and (entry.pop("_fold_of") >= 0).all()
+    folds = make_folds(with_groups, plain.protocol, k=3, seed=plain.seed)
+    entry, runs = evaluate_model(model_cfg, with_groups, folds, plain, False, lambda: None)
+    oof = runs[0].oof
+    assert runs[0].oof_calibrated is None and (runs[0].fold_of >= 0).all()
     assert entry["calibration"]["method"] == "none" and "ece_after" not in entry["calibration"]
     assert entry["calibration"]["ece_before"] == pytest.approx(expected_calibration_error(data.labels, oof[:, 1]))
     assert "temperature" not in entry["folds"][0] and set(entry["operating_points"]) == {"target_sensitivity",
@@ -146,7 +148,7 @@ def test_folds_never_share_a_patient(config, data):
     assert len(data) == 630 and data.n_classes == 2
     assert data.images.shape[1:] == (2, 32, 32, 32)
     tested = np.zeros(len(data), int)
-    for fold in make_folds(data, config, k=10):
+    for fold in make_folds(data, config.protocol, k=10, seed=config.seed):
         train_patients = set(data.groups[fold.train]) | set(data.groups[fold.val])
         assert not train_patients & set(data.groups[fold.test])
         assert not set(data.groups[fold.train]) & set(data.groups[fold.val])
@@ -183,3 +185,100 @@ def test_bad_model_parameter_fails_before_any_training(config, tmp_path):
     with pytest.raises(ConfigError, match=rf"models\[{len(bad.models) - 1}\]\.params.*{last.key}"):
         run_study(bad, out, quick=True, quiet=True)
     assert not out.exists()  # nothing read, trained or written
+
+
+def test_a_model_trained_with_several_seeds_reports_their_mean_and_spread(config, data, tmp_path):
+    """``seeds: 2``: each seed is cross-validated on the same folds; the table's figures are the seeds' mean,
+    with the spread over seeds beside them, and predictions.csv keeps every seed's probabilities."""
+    entry_cfg = next(m for m in config.models if m.key == "bp").model_copy(update={"seeds": 2})
+    two = config.model_copy(update={"models": [entry_cfg], "quick": config.quick.model_copy(update={"models": None})})
+    results = run_study(two, tmp_path / "seeds", quick=True, quiet=True)
+    entry = results["models"]["bp"]
+    assert entry["training_seeds"] == [0, 1]
+    frame = pd.read_csv(tmp_path / "seeds" / "predictions.csv")
+    first, second = frame["bp_p_malignant"].to_numpy(), frame["bp_seed1_p_malignant"].to_numpy()
+    assert not np.allclose(first, second)  # another seed, another network
+    auc = entry["summary"]["auc"]
+    per_seed = []
+    for p in (first, second):
+        aucs = [roc_auc_score(frame["label"][frame["fold"] == f], p[frame["fold"] == f]) for f in range(3)]
+        per_seed.append(np.mean(aucs))
+    assert auc["seed_means"] == pytest.approx(per_seed)
+    assert auc["mean"] == pytest.approx(np.mean(per_seed))
+    assert auc["seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert "seeds s.d." in (tmp_path / "seeds" / "table.md").read_text()
+
+
+def test_a_study_killed_during_training_resumes_to_the_same_results(config, tmp_path):
+    """SIGKILL a real `medlens study` process while its CNN trains its second fold; `--resume` keeps the
+    finished folds, continues the interrupted training from its last epoch, and writes the predictions an
+    uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    raw = config.model_dump(mode="json", exclude={"source"})
+    raw["models"] = [m for m in raw["models"] if m["id"] in ("size_reference", "cnn3d")]
+    raw["quick"] = {"folds": 3, "max_samples": 120, "models": None}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cli = "import sys; from medlens.cli import app; sys.argv[0] = 'medlens'; app()"
+    env = {**os.environ, "MEDLENS_QUIET": "1"}
+
+    def study(out, *extra):
+        return [sys.executable, "-c", cli, "study", str(path), "--quick", "--out", str(out), *extra]
+
+    subprocess.run(study(tmp_path / "whole"), env=env, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    child = subprocess.Popen(study(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / ".resume" / "cnn3d" / "seed0" / "fold1" / "fit0.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "the study never reached the CNN's second fold"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not (killed / "results.json").exists()
+    assert (killed / ".resume" / "size_reference" / "seed0" / "fold2.json").is_file()  # finished before the CNN
+    refused = subprocess.run(study(killed), env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr  # never silently started over
+    subprocess.run(study(killed, "--resume"), env=env, check=True, capture_output=True)
+    whole = pd.read_csv(tmp_path / "whole" / "predictions.csv")
+    resumed = pd.read_csv(killed / "predictions.csv")
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert not (killed / ".resume").exists()
+    assert len(list((killed / "explanations" / "cnn3d").glob("*.png"))) == 4  # the last fold's CNN, restored
+
+
+def test_a_study_on_a_local_dask_cluster_gives_the_sequential_predictions(config, tmp_path):
+    """`--workers 2`: every fold × model runs as a Dask task on a local cluster (one thread per worker) and
+    records where it ran; the predictions equal a sequential run's with one torch thread (torch's kernels
+    round differently with other thread counts, and a small network's training amplifies that)."""
+    import torch
+
+    raw = config.model_dump(mode="json", exclude={"source"})
+    raw["models"] = [m for m in raw["models"] if m["id"] in ("size_reference", "cnn3d")]
+    raw["quick"] = {"folds": 3, "max_samples": 120, "models": None}
+    small = parse_config(raw)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_study(small, tmp_path / "sequential", quick=True, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    results = run_study(small, tmp_path / "dask", quick=True, quiet=True, workers=2)
+    executed = results["provenance"]["executed"]
+    assert executed["kind"] == "dask" and executed["workers"] == 2
+    assert set(executed["threads"].values()) == {1}
+    assert len(executed["tasks"]) == 2 * 3 and set(executed["tasks"].values()) <= set(executed["threads"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask" / "predictions.csv"),
+                                  pd.read_csv(tmp_path / "sequential" / "predictions.csv"))
+    assert "Where each task ran" in (tmp_path / "dask" / "report.html").read_text()

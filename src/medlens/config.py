@@ -2,13 +2,15 @@
 
 Every field is checked before any training starts; an unknown model, dataset or feature set, or a bad
 value, raises :class:`~medlens.errors.ConfigError` whose message names the field (``models[1].name``)
-and the file.
+and the file. A number that is NaN or infinite (YAML ``.nan``, ``.inf``) is refused anywhere in the file,
+free-form ``params`` included (``models[0].params.lr``), before any data is read.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,7 +19,7 @@ from medlens.errors import ConfigError, MissingPathError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -100,7 +102,8 @@ class ModelConfig(_Strict):
     """One row of the comparison: a registered model with its parameters.
 
     ``id`` is the name the model gets in tables (defaults to ``name``); several entries may share a
-    ``name`` with different parameters.
+    ``name`` with different parameters. ``seeds``: the model is cross-validated once per training seed
+    (the entry's seed, +1, ...); its figures are the mean over seeds, with their spread across seeds.
     """
 
     name: str
@@ -108,6 +111,7 @@ class ModelConfig(_Strict):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     quick_params: dict[str, Any] = Field(default_factory=dict)
+    seeds: int = Field(1, ge=1, le=20)
 
     @property
     def key(self) -> str:
@@ -169,10 +173,49 @@ def _describe(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _leaves(value: Any, field: str = "") -> Iterator[tuple[str, Any]]:
+    """(field path, value) of every scalar in nested mappings and lists: ``models[0].params.lr``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{field}[{i}]")
+    else:
+        yield field, value
+
+
+def reject_non_finite(mapping: Any, source: str = "<config>") -> None:
+    """:class:`ConfigError` naming the first field whose value is a NaN or infinite number.
+
+    Used on every YAML config medlens reads (studies, ``medlens synth`` configs), so that ``lr: .nan``
+    fails at validation and not after the data is loaded or, worse, trains a network on NaN.
+    """
+    for field, value in _leaves(mapping):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: field `{field or '<root>'}`: {value} is not a finite number")
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (safe loader: plain data only); :class:`ConfigError` for a file that is
+    not UTF-8 text or not valid YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a date 2024-02-30
+        raise ConfigError(f"{path}: a YAML value cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def parse_config(mapping: dict[str, Any], source: str = "<config>") -> StudyConfig:
     """Validate a mapping as a study, then check names against the registries."""
     if not isinstance(mapping, dict):
         raise ConfigError(f"{source}: a study config must be a YAML mapping, got {type(mapping).__name__}")
+    reject_non_finite(mapping, source)
     try:
         config = StudyConfig.model_validate(mapping)
     except ValidationError as exc:
@@ -186,10 +229,7 @@ def load_config(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise MissingPathError(path, "study config file")
-    try:
-        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    mapping = read_yaml(path)
     config = parse_config(mapping, str(path))
     config.source = path
     return config

@@ -61,6 +61,26 @@ class BadArchiveError(UnreadableFileError):
     """An archive (npz) without the keys that its format requires."""
 
 
+class ImageTooLargeError(UnreadableFileError):
+    """A file whose header claims more pixels, voxels or decoded bytes than :mod:`medlens.limits` allows.
+
+    Raised before anything is decoded; the message gives the claim, the limit and the environment
+    variable that raises it.
+    """
+
+
+class NonFiniteImageError(UnreadableFileError):
+    """An image holding NaN or infinite values, which no model or metric can use."""
+
+
+class RescaleError(UnreadableFileError):
+    """A DICOM slice whose RescaleSlope / RescaleIntercept cannot be applied (slope 0, NaN, infinite)."""
+
+
+class MissingSliceError(GeometryError):
+    """A DICOM series with a gap where slices are missing (see :mod:`medlens.data.readers.dicom`)."""
+
+
 class DatasetError(MedlensError):
     """A named dataset is unknown, absent, or fails its checksum."""
 
@@ -73,12 +93,25 @@ class DownloadError(DatasetError):
     """A dataset could not be downloaded."""
 
 
+class LabelError(DatasetError):
+    """Class labels that are not integers, negative, or not below the number of class names."""
+
+
 class ConfigError(MedlensError):
     """A study configuration has an unknown name or a bad value; the message names the field."""
 
 
 class ModelError(MedlensError):
     """A model was used wrongly (predict before fit, wrong input shape, unknown name)."""
+
+
+class OutputError(MedlensError):
+    """An output path that medlens refuses to write: an input, a device, a file where a folder is meant
+    (or the reverse), or a place that cannot be written (:func:`medlens.files.check_output`)."""
+
+
+class OutputLockedError(OutputError):
+    """Another medlens run is writing into the same output (its lock file is held)."""
 
 
 class PacsError(MedlensError):

@@ -9,9 +9,23 @@ from typing import Callable, Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+_silenced = False
+
+
+@contextmanager
+def silenced(quiet: bool = True) -> Iterator[None]:
+    """Within the block, every progress bar (the trainer's too) stays off when ``quiet``."""
+    global _silenced
+    before, _silenced = _silenced, _silenced or quiet
+    try:
+        yield
+    finally:
+        _silenced = before
+
+
 def progress_disabled(disable: bool = False) -> bool:
-    """True for ``disable``, under ``MEDLENS_QUIET=1`` and when stderr is not a terminal in CI."""
-    return disable or os.environ.get("MEDLENS_QUIET") == "1" or os.environ.get("CI") == "true"
+    """True for ``disable``, inside :func:`silenced`, under ``MEDLENS_QUIET=1`` and in CI."""
+    return disable or _silenced or os.environ.get("MEDLENS_QUIET") == "1" or os.environ.get("CI") == "true"
 
 
 @contextmanager

@@ -1,110 +1,53 @@
-"""Run a validated study from data to report.
+"""Run a validated study from data to report: orchestration only.
 
-The flow: resolve the dataset → build arrays (:mod:`medlens.data.builders`) → compute the unsupervised
-features once (Gabor statistics) → split (stratified, patient-grouped k-fold or the official split) →
-for every model and fold: fit on the training part with an inner validation split for model selection,
-predict the held-out part → metrics per fold, summaries with 95 % confidence intervals, pooled
-out-of-fold ROC → ``results.json``, ``predictions.csv``, tables, figures, ``model_card.md`` and
-``report.html``.
+The flow: resolve the dataset and build its arrays (:mod:`medlens.data.builders`) → build each model with
+the feature steps it reads (:func:`medlens.models.pipeline.build_pipeline`) and compute those features once
+for the whole dataset (they are fitted on nothing) → the protocol's folds
+(:func:`medlens.evaluate.protocol.make_folds`) → each model cross-validated
+(:func:`medlens.evaluate.protocol.cross_validate`), once per training seed when ``seeds`` > 1 → its figures
+(:func:`medlens.evaluate.summaries.summarize_cross_validation`, averaged over seeds by
+:func:`medlens.evaluate.summaries.average_over_seeds`) → ``predictions.csv``, tables, figures, model cards
+and ``report.html`` (:func:`medlens.report.study_outputs.write_study_outputs`), and ``results.json`` last,
+which marks a finished study.
 
-Trust, per model and fold, all from the fold's inner validation split (never its test part):
-
-* **calibration**: the model also predicts the validation split; with ``protocol.calibration:
-  temperature`` one temperature T is fitted there (binary: on logit p, multiclass: on log p;
-  :func:`medlens.evaluate.calibration.temperature_scale`) and applied to the fold's test probabilities.
-  The expected calibration error (ECE, ``protocol.ece_bins`` equal-width bins, positive class for
-  binary tasks) of the pooled out-of-fold test probabilities is reported before and after, with a
-  bootstrap 95 % interval. Every other metric, the ROC and ``predictions.csv``'s ``<model>_p_<class>``
-  columns use the raw probabilities (scaling keeps each fold's ranking, so its AUC, and the decision
-  at 0.5, unchanged); the scaled ones are the ``<model>_calibrated_p_<class>`` columns.
-* **operating points** (binary): thresholds chosen on the validation predictions, for
-  ``protocol.target_sensitivity`` and for Youden's J (:mod:`medlens.evaluate.operating_points`), and
-  the sensitivity and specificity they give on the fold's test part, summarised over folds.
-* **subgroups**: where the dataset's ``meta["subgroups"]`` maps an attribute to one value per sample,
-  the pooled out-of-fold metrics per subgroup (:func:`subgroup_metrics`). No builder provides one yet.
+What the protocol measures (calibration, operating points, subgroups) is described in
+:mod:`medlens.evaluate.protocol` and :mod:`medlens.evaluate.summaries`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import platform
-import random
 import time
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medlens.config import StudyConfig
+from medlens.config import ModelConfig, StudyConfig, parse_config
 from medlens.data import builders
 from medlens.data.dataset import ArrayDataset
-from medlens.data.fetch import resolve
+from medlens.engine.cluster import scheduler_address
+from medlens.engine.trainer import resumable, seed_everything
 from medlens.errors import ConfigError, MedlensError
-from medlens.evaluate.calibration import expected_calibration_error, temperature_scale
-from medlens.evaluate.metrics import classification_metrics
-from medlens.evaluate.operating_points import operating_points, rates_at
-from medlens.evaluate.splits import inner_validation_split, kfold_splits
-from medlens.evaluate.stats import bootstrap_ci, delong_auc_ci, summarize
-from medlens.files import write_atomically, write_text_atomically
-from medlens.models.registry import build
+from medlens.evaluate.fold_store import FoldStore
+from medlens.evaluate.protocol import CrossValidation, Fold, gather, make_folds, run_fold
+from medlens.evaluate.summaries import average_over_seeds, summarize_cross_validation
+from medlens.files import json_ready, write_text_atomically
+from medlens.models.base import GRADCAM_METHODS
+from medlens.models.pipeline import ModelPipeline, build_pipeline, prepare_features
 from medlens.progress import progress_bar
+from medlens.report.provenance import package_versions, platform_description
 
-FOLD_METRICS = ("sensitivity", "specificity", "accuracy", "auc", "balanced_accuracy", "f1")
-#: Bootstrap resamples of the pooled ECE's 95 % interval.
-ECE_BOOTSTRAP = 500
-VERSIONED_PACKAGES = ("medlens", "torch", "monai", "numpy", "scipy", "scikit-learn", "scikit-image",
-                      "pydicom", "nibabel")
-
-
-@dataclass
-class Fold:
-    """One evaluation round: indices into the dataset for training, model selection and testing."""
-
-    index: int
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    seed: int
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages a result depends on."""
-    found = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def platform_description() -> str:
-    """Operating system, CPU count and the instruction set of torch's CPU kernels (e.g. ``AVX512``).
-
-    The kernel level is part of a result's provenance: AVX2 and AVX-512 kernels round differently, so a
-    model trained with torch from the same seed and data can differ between CPUs.
-    """
-    import torch
-
-    return f"{platform.platform()}; {os.cpu_count()} CPUs; torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+#: The folder of an output folder where a study records its progress (:class:`FoldStore`).
+RESUME_FOLDER = ".resume"
 
 
 def load_dataset(config: StudyConfig) -> ArrayDataset:
-    """Resolve the study's files and build its arrays."""
-    root = resolve(config.data.name, path=config.data.path, download=False, progress=False)
+    """Resolve the study's files (downloading a missing set that has a verified source) and build its arrays."""
+    from medlens.data.fetch import ensure_dataset
+
+    root = ensure_dataset(config.data.name, path=config.data.path, progress=False)
     return builders.build_dataset(config.data.builder, root, **config.data.params)
 
 
@@ -119,58 +62,9 @@ def subsample(data: ArrayDataset, n: int, seed: int) -> ArrayDataset:
     return data.subset(np.sort(keep))
 
 
-def add_gabor_features(data: ArrayDataset, config: StudyConfig) -> ArrayDataset:
-    """Append pooled Gabor statistics (``gabor_*``) to the dataset's features.
-
-    2D images: the bank runs on channel 0. Volumes: on the central axial, coronal and sagittal slices
-    of channel 0, inside the ``nodule_mask`` channel when ``inside_mask`` is set.
-    """
-    from medlens.preprocess.gabor import GaborBank
-
-    gabor = config.features.gabor
-    if gabor is None:
-        return data
-    bank = GaborBank(wavelengths=gabor.wavelengths, orientations=gabor.orientations,
-                     gamma=gabor.gamma, bandwidth=gabor.bandwidth)
-    images = data.images[:, 0]
-    if data.images.ndim == 5:
-        masks = None
-        if gabor.inside_mask:
-            channels = data.meta.get("channels", [])
-            if "nodule_mask" not in channels:
-                raise ConfigError("features.gabor.inside_mask: the dataset has no nodule_mask channel")
-            masks = data.images[:, channels.index("nodule_mask")] > 0.5
-        values = bank.features_3d(images, masks=masks)
-    else:
-        values = bank.features(images)
-    names = bank.feature_names
-    names = [n if n.startswith("gabor") else f"gabor_{n}" for n in names]
-    old = data.features if data.features is not None else np.zeros((len(data), 0), np.float32)
-    data.features = np.concatenate([old, values.astype(np.float32)], axis=1)
-    data.meta = {**data.meta, "feature_names": list(data.meta.get("feature_names", [])) + names}
-    return data
-
-
-def make_folds(data: ArrayDataset, config: StudyConfig, k: int) -> list[Fold]:
-    """The outer evaluation rounds of the protocol, each with its inner validation split."""
-    protocol = config.protocol
-    if protocol.kind == "official":
-        split = data.split
-        if split is None:
-            raise ConfigError("protocol.kind: 'official' needs a dataset that publishes train/val/test splits")
-        parts = [np.flatnonzero(split == name) for name in ("train", "val", "test")]
-        return [Fold(r, *parts, seed=config.seed + r) for r in range(protocol.repeats)]
-    groups = data.groups if protocol.group_by == "patient" else None
-    folds = []
-    for i, (train, test) in enumerate(kfold_splits(data.labels, groups=groups, k=k, seed=protocol.seed)):
-        inner_train, inner_val = inner_validation_split(
-            data.labels[train], None if groups is None else groups[train],
-            fraction=protocol.inner_val_fraction, seed=protocol.seed + i)
-        folds.append(Fold(i, train[inner_train], train[inner_val], test, seed=config.seed))
-    return folds
-
-
-def _model_params(model_cfg, quick: bool, seed: int) -> dict[str, Any]:
+def model_params(model_cfg: ModelConfig, quick: bool, seed: int) -> dict[str, Any]:
+    """A model entry's parameters (with its ``quick_params`` in a smoke run), seeded with ``seed`` unless the
+    entry sets its own."""
     params = dict(model_cfg.params)
     if quick:
         params.update(model_cfg.quick_params)
@@ -178,211 +72,31 @@ def _model_params(model_cfg, quick: bool, seed: int) -> dict[str, Any]:
     return params
 
 
-def _predict(model, model_cfg, data: ArrayDataset, n_classes: int) -> np.ndarray:
-    proba = np.asarray(model.predict_proba(data), dtype=np.float64)
-    if proba.shape != (len(data), n_classes):
-        raise MedlensError(f"model {model_cfg.key}: predict_proba returned shape {proba.shape}, "
-                           f"expected {(len(data), n_classes)}")
-    return proba
+def study_pipeline(config: StudyConfig, model_cfg: ModelConfig, quick: bool, seed: int,
+                   offset: int = 0) -> ModelPipeline:
+    """The unfitted pipeline of one model entry: the model, seeded ``seed`` (or the entry's own seed) plus
+    ``offset`` (the training-seed repeat), and the feature steps of the study it reads."""
+    params = model_params(model_cfg, quick, seed)
+    params["seed"] = params["seed"] + offset
+    return build_pipeline(model_cfg.name, params, config.features)
 
 
-def _scores(p: np.ndarray) -> np.ndarray:
-    """What the ECE reads: the positive-class column of a binary task, else the (N, K) matrix."""
-    return p[:, 1] if p.shape[1] == 2 else p
-
-
-def _ece(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
-    return expected_calibration_error(y, _scores(p), n_bins)
-
-
-def _ece_with_ci(y: np.ndarray, p: np.ndarray, n_bins: int, seed: int) -> tuple[float, list[float]]:
-    """Pooled ECE and its percentile-bootstrap 95 % interval (:func:`medlens.evaluate.stats.bootstrap_ci`).
-
-    The ECE is biased upward by sampling noise (|acc_b − conf_b| > 0 even for a calibrated model), and a
-    resample (with duplicates) carries more of that noise, so the interval tends to sit above the estimate,
-    sometimes excluding it: read it as the spread of the ECE across resamples of the test folds.
-    """
-    scores = _scores(p)
-    ci = bootstrap_ci(lambda yy, ss: expected_calibration_error(yy, ss, n_bins), y, scores,
-                      n_boot=ECE_BOOTSTRAP, seed=seed)
-    return expected_calibration_error(y, scores, n_bins), [float(ci[0]), float(ci[1])]
-
-
-def _summarize_operating_points(rows: list[dict], y: np.ndarray, oof: np.ndarray,
-                                thresholds: np.ndarray) -> dict[str, Any]:
-    """Fold summaries of each operating point, and its pooled test SE/SP (each sample at its fold's threshold)."""
-    summary: dict[str, Any] = {}
-    for name in rows[0]:
-        entries = [row[name] for row in rows]
-        point: dict[str, Any] = {}
-        if "target" in entries[0]:
-            point["target"] = entries[0]["target"]
-        for key in ("threshold", "sensitivity", "specificity", "val_sensitivity", "val_specificity"):
-            point[key] = summarize([e[key] for e in entries])
-        t = thresholds[name]
-        tested = ~np.isnan(t)
-        if tested.any():  # each sample against its own fold's threshold
-            pooled = rates_at(y[tested], oof[tested, 1], t[tested])
-            point["pooled_sensitivity"], point["pooled_specificity"] = pooled["sensitivity"], pooled["specificity"]
-        errors = sorted({e["error"] for e in entries if "error" in e})
-        point["n_folds_without_threshold"] = sum("error" in e for e in entries)
-        if errors:
-            point["errors"] = errors
-        summary[name] = point
-    return summary
-
-
-def subgroup_metrics(y: np.ndarray, p: np.ndarray, subgroups: dict[str, Any], labels=None,
-                     threshold: float = 0.5, n_bins: int = 10, min_samples: int = 1) -> dict[str, dict]:
-    """Pooled out-of-fold metrics within each subgroup of the samples.
-
-    Parameters
-    ----------
-    y : ndarray, shape (N,)
-    p : ndarray, shape (N, K)
-        Out-of-fold probabilities; rows holding NaN (never tested) are left out.
-    subgroups : dict
-        attribute → (N,) values, one per sample (e.g. ``{"sex": [...]}``); None values are left out.
-    labels : list of str, optional
-    threshold, n_bins : as in the study's protocol.
-    min_samples : int
-        Subgroups with fewer tested samples are skipped.
-
-    Returns
-    -------
-    dict
-        ``"attribute=value"`` → ``{"n", "sensitivity", "specificity", "accuracy", "auc",
-        "balanced_accuracy", "ece"}`` (NaN where undefined, e.g. the AUC of a one-class subgroup).
-    """
-    tested = ~np.isnan(p).any(axis=1)
-    found: dict[str, dict] = {}
-    for attribute, values in subgroups.items():
-        values = np.asarray(values, dtype=object)
-        if values.shape != (len(y),):
-            raise ConfigError(f"dataset meta subgroups[{attribute!r}]: {values.shape[0]} values for "
-                              f"{len(y)} samples; give one value per sample")
-        for value in sorted({v for v in values if v is not None}, key=str):
-            rows = tested & (values == value)
-            if rows.sum() < max(1, min_samples):
-                continue
-            scores = classification_metrics(y[rows], p[rows], labels=labels, threshold=threshold)
-            entry = {"n": int(rows.sum())}
-            entry.update({m: _plain(scores[m]) for m in ("sensitivity", "specificity", "accuracy", "auc",
-                                                         "balanced_accuracy")})
-            entry["ece"] = _ece(y[rows], p[rows], n_bins)
-            found[f"{attribute}={value}"] = entry
-    return found
-
-
-def evaluate_model(model_cfg, data: ArrayDataset, folds: list[Fold], config: StudyConfig,
-                   quick: bool, advance) -> tuple[dict[str, Any], np.ndarray]:
-    """Fit and score one model on every fold; returns its results entry and out-of-fold probabilities.
-
-    The returned probabilities are the raw ones; the temperature-scaled ones (when
-    ``protocol.calibration`` is ``temperature``) are in ``entry["_calibrated_oof"]``, and the fold of
-    each tested sample in ``entry["_fold_of"]``; the caller pops both before writing ``results.json``.
-    """
-    labels = data.meta.get("labels")
-    n_classes = data.n_classes
-    protocol = config.protocol
-    method, n_bins = protocol.calibration, protocol.ece_bins
-    oof = np.full((len(data), n_classes), np.nan)
-    oof_cal = np.full((len(data), n_classes), np.nan) if method == "temperature" else None
-    fold_of = np.full(len(data), -1)
-    thresholds: dict[str, np.ndarray] = {}
-    op_rows: list[dict] = []
-    temperatures: list[float] = []
-    fold_rows, seconds, description, n_parameters = [], 0.0, model_cfg.description, None
-    generator = None
-    if config.augment is not None:  # loaded once, sampled per fold
-        from medlens.synth.augment import augment_with_generator
-        from medlens.synth.gan import GAN
-
-        generator = GAN.load(config.augment.checkpoint)
-    for fold in folds:
-        model = build(model_cfg.name, **_model_params(model_cfg, quick, fold.seed))
-        train = data.subset(fold.train)
-        if generator is not None:
-            train = augment_with_generator(train, generator, config.augment.n_per_class, seed=fold.seed)
-        val = data.subset(fold.val)
-        start = time.perf_counter()
-        model.fit(train, val)
-        seconds += time.perf_counter() - start
-        y_test = data.labels[fold.test]
-        proba = _predict(model, model_cfg, data.subset(fold.test), n_classes)
-        oof[fold.test] = proba
-        fold_of[fold.test] = fold.index
-        scores = classification_metrics(y_test, proba, labels=labels, threshold=protocol.threshold)
-        row = {"fold": fold.index, "n_train": len(train), "n_synthetic": int(train.meta.get("n_synthetic", 0)),
-               "n_test": int(len(fold.test)), **{m: _plain(scores[m]) for m in FOLD_METRICS},
-               "ece": _ece(y_test, proba, n_bins)}
-        proba_val = _predict(model, model_cfg, val, n_classes) if len(fold.val) else None
-        y_val = data.labels[fold.val]
-        if oof_cal is not None:
-            if proba_val is not None and len(np.unique(y_val)) == n_classes:
-                scaled, temperature = temperature_scale(proba_val, y_val, proba)
-            else:  # documented fallback: no temperature can be fitted without every class; T = 1
-                scaled, temperature = proba, 1.0
-                row["calibration_note"] = "validation split lacks a class: temperature left at 1"
-            oof_cal[fold.test] = scaled
-            temperatures.append(temperature)
-            row.update(temperature=temperature, ece_calibrated=_ece(y_test, scaled, n_bins))
-        if n_classes == 2:
-            if proba_val is None:
-                proba_val, y_val = np.empty((0, 2)), np.empty(0, int)
-            points = operating_points(y_val, proba_val, y_test, proba,
-                                      target_sensitivity=protocol.target_sensitivity)
-            op_rows.append(points)
-            for name, point in points.items():
-                thresholds.setdefault(name, np.full(len(data), np.nan))[fold.test] = point["threshold"]
-            row["operating_points"] = points
-        fold_rows.append(row)
-        n_parameters = getattr(model, "n_parameters", n_parameters)
-        description = description or getattr(model, "description", "")
-        advance()
-    tested = ~np.isnan(oof[:, 0])
-    pooled = classification_metrics(data.labels[tested], oof[tested], labels=labels,
-                                    threshold=protocol.threshold)
-    entry: dict[str, Any] = {
-        "summary": {m: summarize([row[m] for row in fold_rows]) for m in FOLD_METRICS},
-        "pooled": {m: _plain(pooled[m]) for m in (*FOLD_METRICS, "confusion")},
-        "folds": fold_rows,
-        "train_seconds": round(seconds, 3),
-        "description": description,
-        "n_parameters": n_parameters,
-        "model": model_cfg.name,
-        "params": _model_params(model_cfg, quick, config.seed),
-    }
-    if n_classes == 2:
-        entry["pooled"]["auc_ci95"] = [float(v) for v in delong_auc_ci(data.labels[tested], oof[tested, 1])]
-    elif "per_class" in pooled:
-        entry["summary"]["per_class"] = _plain(pooled["per_class"])
-    y_tested = data.labels[tested]
-    ece, ece_ci = _ece_with_ci(y_tested, oof[tested], n_bins, config.seed)
-    calibration: dict[str, Any] = {"method": method, "n_bins": n_bins, "ece_before": ece, "ece_before_ci95": ece_ci}
-    if oof_cal is not None:
-        ece_after, ece_after_ci = _ece_with_ci(y_tested, oof_cal[tested], n_bins, config.seed)
-        calibration.update(ece_after=ece_after, ece_after_ci95=ece_after_ci, temperature=summarize(temperatures),
-                           temperatures=[float(t) for t in temperatures])
-        if n_classes == 2:  # folds scaled to one calibrated scale rank together better (per fold: unchanged)
-            calibration["pooled_auc_after"] = classification_metrics(
-                y_tested, oof_cal[tested], labels=labels, threshold=protocol.threshold)["auc"]
-    entry["calibration"] = calibration
-    if op_rows:
-        entry["operating_points"] = _summarize_operating_points(op_rows, data.labels, oof, thresholds)
-    subgroups = data.meta.get("subgroups")
-    if subgroups:
-        entry["subgroups"] = subgroup_metrics(data.labels, oof, subgroups, labels=labels,
-                                              threshold=protocol.threshold, n_bins=n_bins)
-    entry["_calibrated_oof"] = oof_cal
-    entry["_fold_of"] = fold_of
-    if model_cfg.name == "cnn":
-        entry["_explain"] = explain_examples(model, data, folds[-1], oof, labels)
-    return entry, oof
+def check_model_params(config: StudyConfig, models: list[ModelConfig], quick: bool) -> list[ModelPipeline]:
+    """Build every model once, untrained, so a bad parameter fails before any data is read or model trained,
+    with the config field named. Returns the unfitted pipelines."""
+    pipelines = []
+    for model_cfg in models:
+        index = config.models.index(model_cfg)
+        try:
+            pipelines.append(study_pipeline(config, model_cfg, quick, config.seed))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source or '<config>'}: field `models[{index}].params` "
+                              f"({model_cfg.key}): {exc}") from exc
+    return pipelines
 
 
 def explain_examples(model, data: ArrayDataset, fold: Fold, oof: np.ndarray, labels, per_class: int = 2) -> dict:
-    """Grad-CAM maps of a CNN for the test images it is most sure of, per true class, in its last fold.
+    """Grad-CAM maps of an image network for the test images it is most sure of, per true class, in its last fold.
 
     For each class ``c`` the ``per_class`` test samples of true class ``c`` with the highest ``p_c`` are
     explained for class ``c`` (:func:`medlens.deploy.explain.explain`): what the network looks at when it is
@@ -415,41 +129,160 @@ def _catalogue_provenance(name: str) -> dict[str, str]:
     return {"licence": info.licence, "citation": info.citation, "origin": info.source}
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copies of numpy scalars and arrays."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def prepare_output(out_dir: Path, overwrite: bool) -> Path:
-    """Create ``out_dir``; refuse to replace an earlier study's results unless ``overwrite``."""
+def prepare_output(out_dir: Path, overwrite: bool, resume: bool = False) -> Path:
+    """Create ``out_dir``; refuse to replace an earlier study's results, finished or not, unless ``overwrite``
+    (an unfinished one is continued with ``resume``)."""
     out_dir = Path(out_dir)
     if (out_dir / "results.json").exists() and not overwrite:
         raise MedlensError(f"{out_dir}: already holds a study's results.json; choose another --out "
                            "or pass --overwrite to replace it")
+    if (out_dir / RESUME_FOLDER / "study.json").exists() and not (overwrite or resume):
+        raise MedlensError(f"{out_dir}: holds an unfinished study (killed or stopped); pass --resume to continue "
+                           "it, or --overwrite to start it again")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
-def check_model_params(config: StudyConfig, models: list, quick: bool) -> None:
-    """Build every model once, untrained, so a bad parameter fails before any data is read or model trained,
-    with the config field named."""
-    for model_cfg in models:
-        index = config.models.index(model_cfg)
-        try:
-            build(model_cfg.name, **_model_params(model_cfg, quick, config.seed))
-        except ConfigError as exc:
-            raise ConfigError(f"{config.source or '<config>'}: field `models[{index}].params` "
-                              f"({model_cfg.key}): {exc}") from exc
+def study_data(config: StudyConfig, quick: bool, k: int, pipelines: list[ModelPipeline]
+               ) -> tuple[ArrayDataset, list[Fold]]:
+    """The study's dataset (subsampled in a smoke run, with every feature step its models read computed once)
+    and its folds: what the study process and every Dask worker compute alike."""
+    data = load_dataset(config)
+    if quick and config.quick.max_samples:
+        data = subsample(data, config.quick.max_samples, config.seed)
+    data = prepare_features(data, [step for pipeline in pipelines for step in pipeline.steps])
+    return data, make_folds(data, config.protocol, k, config.seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_study(config_json: str, quick: bool, k: int) -> tuple[StudyConfig, ArrayDataset, list[Fold]]:
+    """A Dask worker's copy of the study's data and folds, loaded once per worker process."""
+    config = parse_config(json.loads(config_json))
+    models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
+    return (config, *study_data(config, quick, k, check_model_params(config, models, quick)))
+
+
+def run_fold_task(config_json: str, quick: bool, k: int, model_key: str, offset: int, fold_index: int,
+                  store_folder: str) -> float:
+    """One model, one training seed, one fold, run on a Dask worker and recorded in the study's
+    :class:`FoldStore` (on a file system the study process also sees); returns the fitting seconds.
+
+    The worker reads the data itself (:func:`_worker_study`), so nothing large travels to it or back; torch
+    uses the threads the worker was given.
+    """
+    import torch
+    from distributed import get_worker
+
+    config, data, folds = _worker_study(config_json, quick, k)
+    torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+    model_cfg = next(m for m in config.models if m.key == model_key)
+    fold = folds[fold_index]
+    store = FoldStore(store_folder)
+    model = study_pipeline(config, model_cfg, quick, fold.seed, offset)
+    with resumable(store.training_folder(model_key, offset, fold)):
+        result = run_fold(model, data, fold, config.protocol, name=model_key, augment=_augmenter(config))
+    if offset == 0 and fold is folds[-1] and _explained(model):
+        store.save_model(model_key, offset, fold, result.model)
+    store.save(model_key, offset, result)
+    return result.seconds
+
+
+def run_folds_on_dask(config: StudyConfig, models: list[ModelConfig], folds: list[Fold], quick: bool, k: int,
+                      store: FoldStore, workers: int | None, scheduler: str | None, advance_for) -> dict[str, Any]:
+    """Every fold × model × training seed that ``store`` does not hold yet, as Dask tasks (a local cluster of
+    ``workers`` processes, or the running ``scheduler``); each task records its fold in the store.
+
+    Returns where the work ran: the scheduler, the number of workers and their threads, and the worker of each
+    task. A task that fails is retried once; if it fails again the study stops with every failure named.
+    """
+    from medlens.engine.cluster import dask_client, run_tasks
+
+    config_json = json.dumps(config.model_dump(mode="json"))
+    tasks = [(f"{m.key}/seed{offset}/fold{fold.index}", (config_json, quick, k, m.key, offset, fold.index,
+                                                         str(store.folder)))
+             for m in models for offset in range(m.seeds) for fold in folds
+             if store.load(m.key, offset, fold) is None]
+    advancers = {m.key: advance_for(m.key) for m in models}
+    with dask_client(workers, scheduler) as client:
+        info = client.scheduler_info()
+        outcome = run_tasks(client, run_fold_task, tasks,
+                            on_done=lambda key, seconds: advancers[key.split("/")[0]]())
+        where = {"scheduler": info.get("address"), "workers": len(info.get("workers", {})),
+                 "threads": {address: worker.get("nthreads") for address, worker in info.get("workers", {}).items()},
+                 "tasks": dict(sorted(outcome.where.items()))}
+    if outcome.errors:
+        listed = "; ".join(f"{key}: {error}" for key, error in sorted(outcome.errors.items()))
+        raise MedlensError(f"study: {len(outcome.errors)} of {len(tasks)} fold tasks failed on the cluster ({listed}); "
+                           "the finished ones are kept: fix the cause and run again with --resume")
+    return where
+
+
+def _augmenter(config: StudyConfig):
+    """``augment(train, fold)`` adding the configured GAN's synthetic images to a fold's training part, or None."""
+    if config.augment is None:
+        return None
+    from medlens.synth.augment import augment_with_generator
+    from medlens.synth.gan import GAN
+
+    generator = GAN.load(config.augment.checkpoint)  # loaded once, sampled per fold
+    return lambda train, fold: augment_with_generator(train, generator, config.augment.n_per_class, seed=fold.seed)
+
+
+def _explained(model) -> bool:
+    """Whether a study explains ``model``'s last fold: image networks, by Grad-CAM."""
+    return set(GRADCAM_METHODS) <= set(model.capabilities.explain)
+
+
+def evaluate_model(model_cfg: ModelConfig, data: ArrayDataset, folds: list[Fold], config: StudyConfig,
+                   quick: bool, advance, augment=None, store: FoldStore | None = None
+                   ) -> tuple[dict[str, Any], list[CrossValidation]]:
+    """Cross-validate one model entry once per training seed (``model_cfg.seeds``); returns its
+    ``results.json`` entry and the cross-validation of each seed (the first is the one the report details).
+
+    With a ``store``, folds it holds are read back instead of run, and each fold run is recorded there (its
+    trainings resumable from their last epoch), so that a killed study resumes where it stopped.
+    """
+    runs = []
+    for offset in range(model_cfg.seeds):
+        results = []
+        for fold in folds:
+            model = study_pipeline(config, model_cfg, quick, fold.seed, offset)
+            keep = offset == 0 and fold is folds[-1] and _explained(model)
+            result = None if store is None else store.load(model_cfg.key, offset, fold)
+            if result is None:
+                training = None if store is None else store.training_folder(model_cfg.key, offset, fold)
+                with resumable(training):
+                    result = run_fold(model, data, fold, config.protocol, name=model_cfg.key, augment=augment)
+                if store is not None:
+                    if keep:
+                        store.save_model(model_cfg.key, offset, fold, result.model)
+                    store.save(model_cfg.key, offset, result)
+            elif keep:
+                result.model = store.load_model(model_cfg.key, offset, fold, model)
+            results.append(result)
+            advance()
+        runs.append(gather(results, len(data), data.n_classes))
+    labels = data.meta.get("labels")
+    entries = [summarize_cross_validation(cv, data.labels, config.protocol, labels=labels,
+                                          subgroups=data.meta.get("subgroups"), seed=config.seed) for cv in runs]
+    entry = average_over_seeds(entries) if len(entries) > 1 else entries[0]
+    params = model_params(model_cfg, quick, config.seed)
+    fitted = study_pipeline(config, model_cfg, quick, config.seed)
+    entry.update({
+        "train_seconds": round(sum(cv.train_seconds for cv in runs), 3),
+        "description": model_cfg.description or getattr(runs[0].last_model or fitted, "description", ""),
+        "n_parameters": getattr(runs[0].last_model, "n_parameters", None),
+        "model": model_cfg.name,
+        "params": params,
+        "training_seeds": [params["seed"] + offset for offset in range(model_cfg.seeds)],
+        "capabilities": fitted.capabilities.as_dict(),
+    })
+    return entry, runs
 
 
 def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, quick: bool = False,
-              quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+              quiet: bool = False, overwrite: bool = False, resume: bool = False, workers: int | None = None,
+              scheduler: str | None = None) -> dict[str, Any]:
     """Run ``config`` and write its results, tables, figures and report into ``out_dir``.
 
     Parameters
@@ -465,36 +298,59 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
     quiet : bool
         No progress bars.
     overwrite : bool
-        Replace an earlier study's results in ``out_dir``.
+        Replace an earlier study's results in ``out_dir`` (finished or not).
+    resume : bool
+        Continue the unfinished study in ``out_dir`` (killed or stopped): its finished folds are kept and an
+        interrupted training continues from its last epoch; the results equal those of an uninterrupted run.
+        Every study records its progress in ``out_dir/.resume`` (removed when it finishes).
+    workers, scheduler : optional
+        Run the folds × models × seeds as Dask tasks (:func:`run_folds_on_dask`) on a local cluster of
+        ``workers`` processes, or on the running ``scheduler`` (its workers must see ``out_dir``); the results
+        equal the sequential run's. ``results.json`` records where each task ran.
 
     Returns
     -------
     dict
         The ``results.json`` content.
     """
+    from medlens.report.study_outputs import write_study_outputs
+
     started = time.perf_counter()
     models = [m for m in config.models if not (quick and config.quick.models and m.key not in config.quick.models)]
-    check_model_params(config, models, quick)
-    out_dir = prepare_output(out_dir, overwrite)
+    pipelines = check_model_params(config, models, quick)
+    out_dir = prepare_output(out_dir, overwrite, resume)
     seed_everything(config.seed)
-    data = load_dataset(config)
-    if quick and config.quick.max_samples:
-        data = subsample(data, config.quick.max_samples, config.seed)
-    data = add_gabor_features(data, config)
     k = folds or (config.quick.folds if quick else config.protocol.folds)
-    outer = make_folds(data, config, k)
+    data, outer = study_data(config, quick, k, pipelines)
+    augment = _augmenter(config)
+    store = FoldStore(out_dir / RESUME_FOLDER)
+    if overwrite:
+        store.clear()
+    store.bind({"config": config.model_dump(mode="json"), "data_md5": data.meta.get("source_md5"),
+                "n_samples": len(data), "quick": quick, "folds": k}, resume)
 
     results_models: dict[str, Any] = {}
-    oof: dict[str, dict[str, np.ndarray]] = {}
-    with progress_bar(len(models) * len(outer), "study", disable=quiet) as advance_for:
+    oof: dict[str, dict[str, Any]] = {}
+    labels = data.meta.get("labels")
+    steps = sum(m.seeds for m in models) * len(outer)
+    distributed = workers is not None or scheduler_address(scheduler) is not None
+    executed = {"kind": "sequential", "where": "this process"}
+    with progress_bar(steps, "study", disable=quiet) as advance_for:
+        if distributed:
+            executed = {"kind": "dask", **run_folds_on_dask(config, models, outer, quick, k, store, workers, scheduler,
+                                                           advance_for)}
         for model_cfg in models:
-            entry, proba = evaluate_model(model_cfg, data, outer, config, quick, advance_for(model_cfg.key))
-            calibrated, fold_of = entry.pop("_calibrated_oof"), entry.pop("_fold_of")
-            explained = entry.pop("_explain", None)
+            advance = (lambda: None) if distributed else advance_for(model_cfg.key)
+            entry, runs = evaluate_model(model_cfg, data, outer, config, quick, advance, augment, store)
+            first = runs[0]
+            explained = None
+            if first.last_model is not None and _explained(first.last_model):
+                explained = explain_examples(first.last_model, data, outer[-1], first.oof, labels)
             results_models[model_cfg.key] = entry
-            oof[model_cfg.key] = {"y_true": data.labels, "p": proba, "fold": fold_of, "explain": explained}
-            if calibrated is not None:
-                oof[model_cfg.key]["p_calibrated"] = calibrated
+            oof[model_cfg.key] = {"y_true": data.labels, "p": first.oof, "fold": first.fold_of,
+                                  "explain": explained, "p_seeds": [cv.oof for cv in runs[1:]]}
+            if first.oof_calibrated is not None:
+                oof[model_cfg.key]["p_calibrated"] = first.oof_calibrated
 
     protocol = config.protocol.model_dump()
     protocol.update(folds=len(outer) if config.protocol.kind == "kfold" else None,
@@ -504,7 +360,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
         "study": config.study,
         "title": config.title or config.study,
         "description": config.description,
-        "task": {"kind": "binary" if data.n_classes == 2 else "multiclass", "labels": data.meta.get("labels")},
+        "task": {"kind": "binary" if data.n_classes == 2 else "multiclass", "labels": labels},
         "data": {"name": config.data.name, "n_samples": len(data),
                  "class_counts": np.bincount(data.labels, minlength=data.n_classes).tolist(),
                  "n_groups": None if data.groups is None else int(len(np.unique(data.groups))),
@@ -522,88 +378,13 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
             "versions": package_versions(),
             "seed": config.seed,
             "platform": platform_description(),
+            "executed": executed,
             "wall_seconds": round(time.perf_counter() - started, 2),
         },
     }
-    write_outputs(results, oof, data, out_dir)
+    write_study_outputs(results, oof, data, out_dir)
     results["provenance"]["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_text_atomically(out_dir / "results.json", json.dumps(_plain(results), indent=2))  # last: marks a finished study
+    # last: marks a finished study
+    write_text_atomically(out_dir / "results.json", json.dumps(json_ready(results), indent=2))
+    store.clear()
     return results
-
-
-def write_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]], data: ArrayDataset,
-                  out_dir: Path) -> None:
-    """predictions.csv, table.md/csv, figures, model_card.md and report.html (results.json is written by
-    the caller).
-
-    ``oof[key]`` holds ``y_true``, the raw out-of-fold ``p``, optionally ``p_calibrated`` (temperature
-    scaled) and ``fold`` (the test fold of each sample, -1 where never tested).
-    """
-    from medlens.report.figures import plot_comparison, plot_confusion, plot_reliability, plot_roc
-    from medlens.report.html import write_report
-    from medlens.report.model_card import study_model_cards
-    from medlens.report.tables import write_tables
-
-    ids = data.ids if data.ids is not None else np.arange(len(data)).astype(str)
-    frame = pd.DataFrame({"id": ids, "label": data.labels})
-    if data.groups is not None:
-        frame["group"] = data.groups
-    folds = next((entry["fold"] for entry in oof.values() if entry.get("fold") is not None), None)
-    if folds is not None:
-        frame["fold"] = folds
-    names = data.meta.get("labels") or [str(c) for c in range(data.n_classes)]
-    for key, entry in oof.items():
-        for c, name in enumerate(names):
-            frame[f"{key}_p_{name}"] = entry["p"][:, c]
-        if entry.get("p_calibrated") is not None:
-            for c, name in enumerate(names):
-                frame[f"{key}_calibrated_p_{name}"] = entry["p_calibrated"][:, c]
-    write_text_atomically(out_dir / "predictions.csv", frame.to_csv(index=False))
-    write_tables(results, out_dir)
-    write_text_atomically(out_dir / "model_card.md", study_model_cards(results))
-    calibrated = {key: {"y_true": e["y_true"], "p": e["p_calibrated"]} for key, e in oof.items()
-                  if e.get("p_calibrated") is not None}
-    raw_title = "Reliability before scaling" if calibrated else None
-    n_bins = int((results.get("protocol") or {}).get("ece_bins") or 10)
-    figures = {
-        "Comparison of models (SE, SP, AR)": plot_comparison(results, out_dir / "comparison.png"),
-        "ROC curves (pooled out-of-fold)": plot_roc(oof, out_dir / "roc.png"),
-        "Confusion matrices (pooled)": plot_confusion(results, out_dir / "confusion.png"),
-        "Reliability diagrams" + (" (raw probabilities)" if calibrated else ""):
-            plot_reliability(oof, out_dir / "reliability.png", n_bins=n_bins, title=raw_title),
-    }
-    if calibrated:
-        figures["Reliability diagrams after temperature scaling (fitted on each fold's validation split)"] = \
-            plot_reliability(calibrated, out_dir / "reliability_calibrated.png", n_bins=n_bins,
-                             title="Reliability after temperature scaling")
-    augment = results["provenance"]["config"].get("augment")
-    if augment:
-        from medlens.synth.augment import synthetic_grid
-
-        labels = ", ".join(f"row {c + 1}: {name}" for c, name in enumerate(names))
-        figures[f"Synthetic training images from the GAN {augment['checkpoint']} ({labels}); "
-                f"{augment['n_per_class']} per class were added to each training fold"] = \
-            synthetic_grid(augment["checkpoint"], out_dir / "synthetic_samples.png")
-    for key, entry in oof.items():
-        if entry.get("explain") and len(entry["explain"]["ids"]):
-            figures[f"Grad-CAM of {key} (last fold; the test images it is surest of, per true class)"] = \
-                write_explanations(entry["explain"], out_dir / "explanations" / key)
-    write_report(results, out_dir, figures={k: Path(v) for k, v in figures.items() if v})
-
-
-def write_explanations(explained: dict, folder: Path) -> Path:
-    """One overlay PNG per explained image in ``folder`` and their column, ``folder.png``, for the report."""
-    from PIL import Image
-
-    from medlens.deploy.explain import write_overlay
-
-    paths = [write_overlay(image, heat, folder / f"{name}.png", title=title)
-             for image, heat, name, title in zip(explained["images"], explained["maps"], explained["ids"],
-                                                 explained["titles"])]
-    tiles = [Image.open(p).convert("RGB") for p in paths]
-    column = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles)), "white")
-    top = 0
-    for tile in tiles:
-        column.paste(tile, (0, top))
-        top += tile.height
-    return write_atomically(folder.with_suffix(".png"), lambda tmp: column.save(tmp, format="PNG"))

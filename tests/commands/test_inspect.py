@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from realdata import need
 from medlens.commands.inspect import inspect
+from medlens.data.identifiers import pseudonym
 
 runner = CliRunner()
 
@@ -39,8 +40,10 @@ def test_json_for_the_lidc_series(app, lidc_series_dir):
     assert summary["spacing"] == [2.5, 0.703125, 0.703125]
     assert summary["modality"] == "CT" and summary["units"] == "HU"
     assert (summary["min"], summary["max"]) == (-2048.0, 3071.0)  # README: raw -1024..4095, HU = raw - 1024
-    assert summary["patient_id"] == "LIDC-IDRI-0001"
+    assert "patient_id" not in summary
+    assert summary["patient_pseudonym"] == pseudonym("LIDC-IDRI-0001")
     assert summary["series_uid"] == lidc_series_dir.name
+    assert (summary["rescale_slope"], summary["rescale_intercept"], summary["non_finite"]) == (1.0, -1024.0, 0)
     assert summary["n_slices"] == 16 and summary["dtype"] == "float32"
 
 
@@ -48,7 +51,7 @@ def test_table_for_the_lidc_series_shows_the_skipped_xml(app, lidc_series_dir):
     result = runner.invoke(app, ["inspect", str(lidc_series_dir)])
     assert result.exit_code == 0
     assert "16 × 512 × 512" in result.stdout and "-2048 … 3071 HU" in result.stdout
-    assert "LIDC-IDRI-0001" in result.stdout
+    assert pseudonym("LIDC-IDRI-0001") in result.stdout
     assert "69.xml" in result.stderr
 
 
@@ -91,3 +94,28 @@ def test_wired_into_the_medlens_cli(lidc_series_dir):
     cli = pytest.importorskip("medlens.cli")
     result = runner.invoke(cli.app, ["inspect", str(lidc_series_dir), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["shape"] == [16, 512, 512]
+
+
+def test_identifiers_only_with_keep_identifiers(app, tmp_path, lidc_series_dir):
+    """PatientID, PatientName and PatientBirthDate of a real series (given a name and birth date here) stay out
+    of the table and the JSON; --keep-identifiers shows them. The copy's folder names carry no patient id."""
+    import pydicom
+
+    series = tmp_path / "series"
+    series.mkdir()
+    for file in sorted(lidc_series_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(file)
+        ds.PatientName, ds.PatientBirthDate = "Doe^Jane", "19470312"
+        ds.save_as(series / file.name)
+    for args in (["--json"], []):
+        shown = runner.invoke(app, ["inspect", str(series), *args])
+        assert shown.exit_code == 0, shown.output
+        for identifier in ("LIDC-IDRI-0001", "Doe", "Jane", "19470312"):
+            assert identifier not in shown.stdout
+        assert pseudonym("LIDC-IDRI-0001") in shown.stdout
+    kept = json.loads(runner.invoke(app, ["inspect", str(series), "--json", "--keep-identifiers"]).stdout)
+    assert (kept["patient_id"], kept["patient_name"], kept["patient_birth_date"]) == (
+        "LIDC-IDRI-0001", "Doe^Jane", "19470312")
+    assert "patient_pseudonym" not in kept
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        p.name for p in lidc_series_dir.glob("*.dcm"))  # inspect wrote nothing

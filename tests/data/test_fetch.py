@@ -140,8 +140,8 @@ def test_absent_everywhere_says_how_to_get_it(tmp_path, monkeypatch):
         fetch.resolve("nodulemnist3d")
     assert "8755a7e9e05a4d9ce80a24c3e7a256f3" in str(err.value) and "zenodo.org" in str(err.value)
     with pytest.raises(DownloadError, match="no verified direct download") as err:
-        fetch.resolve("lidc-nodule-vois", download=True)
-    assert "cancerimagingarchive" in str(err.value) and "MEDLENS_DATA" in str(err.value)
+        fetch.resolve("montgomery-cxr", download=True)
+    assert "nlm.nih.gov" in str(err.value) and "MEDLENS_DATA" in str(err.value)
 
 
 # --- downloads --------------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from scipy.ndimage import uniform_filter
 from scipy.stats import spearmanr
 
 from medlens.data.dataset import ArrayDataset
+from medlens.deploy.explain import (METHODS, blend, explain, grad_cam, unit_scale, volume_slices, with_random_weights,
+                                    write_overlay)
 from medlens.errors import ModelError
-from medlens.deploy.explain import (METHODS, blend, explain, grad_cam, last_conv_block, unit_scale, volume_slices,
-                             with_random_weights, write_overlay)
+from medlens.models.cnn import last_conv_block
 from medlens.models.registry import build
 
 from realdata import need
@@ -165,8 +166,11 @@ def test_occlusion_explains_a_model_without_a_network(breast):
     maps = explain(bp, test.images[:4], "occlusion")
     assert maps.shape == (4, 28, 28) and maps.min() >= 0.0 and maps.max() <= 1.0
     assert np.all(maps.std(axis=(1, 2)) > 0.01)
-    with pytest.raises(ModelError, match="cnn"):
+    with pytest.raises(ModelError, match="model 'bp' cannot be explained by gradcam; it supports occlusion"):
         explain(bp, test.images[:4], "gradcam")
+    features_only = build("bp", hidden=[4], iterations=5, seed=0)
+    with pytest.raises(ModelError, match="model 'bp' cannot be explained by occlusion; its inputs are not images"):
+        explain(features_only, test.images[:4], "occlusion")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,10 +11,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from medlens.deploy.bundle import load_bundle
+from medlens.deploy.classifier import load_classifier as load_bundle
 from medlens.commands.predict import predict
 from medlens.commands.train import train
-from medlens.deploy.explain import grad_cam, last_conv_block
+from medlens.deploy.explain import grad_cam
+from medlens.models.cnn import last_conv_block
 from medlens.models.cnn import compact_cnn
 from medlens.deploy.predict import prepare_file
 

@@ -135,7 +135,7 @@ def test_position_selects_the_lesion_for_a_model_without_mask(series, data_root,
     assert manifest["data"]["image_shape"] == [1, 32, 32, 32]
     image = read_dicom(series["0001"])
     centre = consensus_nodules(next(series["0001"].glob("*.xml")), image)[0].centre
-    from medlens.deploy.bundle import load_bundle
+    from medlens.deploy.classifier import load_classifier as load_bundle
     from medlens.deploy.predict import predict_files
 
     bundle = load_bundle(out)

@@ -231,3 +231,50 @@ def test_torchrun_two_processes_end_with_identical_weights(data_root, tmp_path):
     assert torch.equal(r0["out"], r1["out"])
     test_labels = np.load(data)["test_labels"].ravel()
     assert roc_auc_score(test_labels, torch.softmax(r0["out"], 1)[:, 1].numpy()) > 0.7
+
+
+class _Interrupted(Exception):
+    """Raised inside a training batch, as a kill would stop it mid-epoch."""
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_a_fit_interrupted_mid_epoch_resumes_to_the_same_weights(breast, tmp_path, ema):
+    """With resume checkpoints (:func:`resumable`), a fit stopped during its third epoch continues from the
+    end of its second: weights, optimiser, cosine schedule, weight average, best epoch, early-stopping count
+    and the random states of the shuffling and of the augmentation, so it ends exactly where an uninterrupted
+    fit ends; a finished fit returns at once with its final weights."""
+    from medlens.engine.trainer import resumable
+
+    train, val, _ = breast
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, scheduler="cosine", patience=3, ema=ema, progress=False)
+    flips = lambda x: torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x)  # noqa: E731
+    steps_per_epoch = int(np.ceil(len(train) / 64))
+
+    def trainer(stop_at: int | None = None) -> Trainer:
+        count = [0]
+
+        def augment(x):
+            count[0] += 1
+            if stop_at is not None and count[0] == stop_at:
+                raise _Interrupted
+            return flips(x)
+
+        return Trainer(small_cnn(), nn.CrossEntropyLoss(), cfg, score=auc, augment=augment)
+
+    reference = trainer()
+    expected = reference.fit(train, val)
+    interrupted = trainer(stop_at=2 * steps_per_epoch + 3)
+    with resumable(tmp_path), pytest.raises(_Interrupted):
+        interrupted.fit(train, val)
+    assert (tmp_path / "fit0.pt").is_file()
+    resumed = trainer()
+    with resumable(tmp_path):
+        history = resumed.fit(train, val)
+    assert history.val_score == pytest.approx(expected.val_score) and history.best_epoch == expected.best_epoch
+    assert history.steps == expected.steps
+    for key, value in reference.module.state_dict().items():
+        assert torch.equal(resumed.module.state_dict()[key], value), key
+    finished = trainer(stop_at=1)  # would fail on its first batch: a finished fit does not train again
+    with resumable(tmp_path):
+        finished.fit(train, val)
+    assert all(torch.equal(finished.module.state_dict()[k], v) for k, v in reference.module.state_dict().items())

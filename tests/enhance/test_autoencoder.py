@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from realdata import need
 from medlens.data.readers.medmnist import load_medmnist
+from medlens.deploy.bundle import BundleError, load_bundle
 from medlens.enhance.autoencoder import Denoiser
 from medlens.enhance.quality import batch_quality
-from medlens.errors import ConfigError, GeometryError, ModelError, UnreadableFileError
+from medlens.errors import ConfigError, GeometryError, ModelError
+
+from realdata import need
 
 torch.set_num_threads(1)
 
@@ -55,20 +57,18 @@ def test_save_load_round_trip(trained, xrays, tmp_path):
     loaded = Denoiser.load(folder)
     assert loaded.residual_scale == trained.residual_scale
     assert np.array_equal(loaded.denoise(test), trained.denoise(test))
+    assert load_bundle(folder).residual_scale == trained.residual_scale  # the one loader of every bundle kind
+    with pytest.raises(BundleError, match="a denoiser bundle, where a classifier bundle is needed"):
+        load_bundle(folder, kind="classifier")
     (folder / "manifest.json").write_text("{not json")
-    with pytest.raises(UnreadableFileError, match="manifest.json"):
+    with pytest.raises(BundleError, match="manifest.json: sha256 differs"):
         Denoiser.load(folder)
 
 
-def test_residual_scale_is_the_noise_rms_and_old_manifests_load_unscaled(trained, tmp_path):
+def test_residual_scale_is_the_noise_rms(trained):
     # Gaussian σ = 51 on the 0–255 window is 0.2 in window units (64 draws of 28² pixels)
     assert abs(trained.residual_scale - 0.2) < 0.005
     assert trained.network.residual_scale == trained.residual_scale
-    folder = trained.save(tmp_path / "model")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    del manifest["architecture"]["residual_scale"]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert Denoiser.load(folder).network.residual_scale == 1.0
     with pytest.raises(ConfigError, match="residual_scale"):
         Denoiser(residual_scale=0)
 

@@ -12,7 +12,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from realdata import need
 from medlens.errors import ConfigError
-from medlens.evaluate import metrics
+from medlens.evaluate import metrics, operating_points
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_roc_points_match_sklearn(breast):
 def test_threshold_for_sensitivity_is_the_highest_that_reaches_target(breast, target):
     y, proba = breast
     p = proba[:, 1]
-    t = metrics.threshold_for_sensitivity(y, p, target)
+    t = operating_points.threshold_for_sensitivity(y, p, target)
     assert metrics.binary_metrics(y, p, t)["sensitivity"] >= target
     higher = np.unique(p[p > t])
     if higher.size:  # the next distinct score up already misses the target
@@ -146,7 +146,7 @@ def test_threshold_for_sensitivity_is_the_highest_that_reaches_target(breast, ta
 def test_youden_threshold_maximises_j_by_brute_force(breast):
     y, proba = breast
     p = proba[:, 1]
-    t = metrics.youden_threshold(y, p)
+    t = operating_points.youden_threshold(y, p)
 
     def j(threshold):
         m = metrics.binary_metrics(y, p, threshold)

@@ -48,9 +48,11 @@ def copies(files, **changes) -> tuple[str, str, list[bytes]]:
 
 
 def nothing_left(private_tmp, *folders) -> None:
+    """No download left in the temporary folder, none in (or beside) the output folders."""
     assert list(private_tmp.iterdir()) == [], list(private_tmp.iterdir())
     for folder in folders:
         assert not folder.exists() or not any(folder.rglob("*")), list(folder.rglob("*"))
+        assert not list(folder.parent.glob("medlens-pull-*")) and not list(folder.parent.glob(".*.lock"))
 
 
 @pytest.mark.parametrize("scheme", ["dicomweb", "dimse"])

@@ -15,7 +15,7 @@ from pydicom.sr.codedict import codes
 from typer.testing import CliRunner
 
 from medlens.cli import app
-from medlens.pacs.identity import load_key, pseudonym
+from medlens.data.identifiers import pseudonym
 
 PATIENT = "LIDC-IDRI-0001"
 
@@ -38,7 +38,7 @@ def test_the_study_is_found_by_patient_id(pacs, lidc, protocol, tmp_path):
     assert len(found) == 1
     row = found.iloc[0]
     assert (row["study_uid"], row["modalities"], row["series"], row["instances"]) == (study_uid(lidc), "CT", "1", "16")
-    assert row["patient"] == pseudonym(PATIENT, load_key())
+    assert row["patient_pseudonym"] == pseudonym(PATIENT) and "patient_id" not in row
     invoke(["pacs", "query", getattr(pacs, protocol), "--patient", "LIDC-IDRI-9999", "--out", tmp_path / "none.csv"])
     assert len(pd.read_csv(tmp_path / "none.csv")) == 0
 

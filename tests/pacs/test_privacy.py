@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from medlens.cli import app
-from medlens.pacs.identity import load_key, pseudonym
+from medlens.data.identifiers import pseudonym
 
 PATIENT_ID, NAME, BIRTH_DATE = "MRN-00421337", "Doe^Jane", "19450312"
 IDENTIFIERS = (PATIENT_ID, "Doe", "Jane", BIRTH_DATE, "1945-03-12")
@@ -74,9 +74,9 @@ def test_a_pacs_run_writes_pseudonyms_only(orthanc, lidc_series_dir, nodule_bund
             "results/sr.dcm"} <= set(written)
     assert _leaks(work, printed) == {}
     # the pseudonym is there instead, and the DICOM objects keep the patient module
-    alias = pseudonym(PATIENT_ID, load_key())
-    assert set(pd.read_csv(work / "results/findings.csv")["patient"]) == {alias}
-    assert pd.read_csv(work / "studies.csv")["patient"].tolist() == [alias]
+    alias = pseudonym(PATIENT_ID)
+    assert set(pd.read_csv(work / "results/findings.csv")["patient_pseudonym"]) == {alias}
+    assert pd.read_csv(work / "studies.csv")["patient_pseudonym"].tolist() == [alias]
     sr = pydicom.dcmread(work / "results/sr.dcm")
     assert (sr.PatientID, str(sr.PatientName), sr.PatientBirthDate) == (PATIENT_ID, NAME, BIRTH_DATE)
 

@@ -11,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medlens.data.dataset import ArrayDataset
-from medlens.errors import ConfigError, MissingPathError
+from medlens.deploy.bundle import BundleError, load_bundle
+from medlens.errors import ConfigError
 from medlens.synth.augment import augment_with_generator
 from medlens.synth.gan import GAN, Discriminator, GANConfig, Generator, save_grid
 
@@ -99,12 +100,13 @@ def test_checkpoint_round_trip_and_grid(breast, tmp_path):
     folder = gan.save(tmp_path / "gan")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["config"]["kind"] == "wgan-gp" and manifest["labels"] == ["malignant", "normal"]
-    assert isinstance(torch.load(folder / "generator.pt", weights_only=True), dict)
-    again = GAN.load(folder)
+    assert (folder / "checksums.sha256").is_file() and not list(folder.glob("*.pt"))  # no pickle
+    again = load_bundle(folder)  # the one loader of every bundle kind
+    assert isinstance(again, GAN)
     np.testing.assert_array_equal(gan.sample(3, seed=2)[0], again.sample(3, seed=2)[0])
     png = save_grid(again.sample(10)[0], tmp_path / "grid.png", columns=4)
     assert Image.open(png).size == (4 * 30, 3 * 30)
-    with pytest.raises(MissingPathError):
+    with pytest.raises(BundleError, match="no such bundle folder"):
         GAN.load(tmp_path / "nowhere")
 
 
@@ -166,3 +168,30 @@ def test_study_with_gan_augmentation_reports_the_samples(breast, tmp_path):
     assert "Synthetic training images from the GAN" in report and "7 per class" in report
     fold = results["models"]["bp"]["folds"][0]
     assert fold["n_synthetic"] == 14 and fold["n_train"] > 14
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(breast, tmp_path, monkeypatch):
+    """A training stopped after 5 of 6 steps continues from its step-4 checkpoint and ends with the weights
+    of an uninterrupted training."""
+    _, images, labels = breast
+    config = GANConfig(kind="wgan-gp", width=4, steps=6, n_critic=1, batch_size=16, seed=0)
+    whole = GAN(config)
+    whole.fit(images[:64], labels[:64])
+    step = GAN._generator_step
+    calls = [0]
+
+    def stopping(self, *args):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return step(self, *args)
+
+    monkeypatch.setattr(GAN, "_generator_step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        GAN(config).fit(images[:64], labels[:64], checkpoint=tmp_path / "gan.pt", every=2)
+    monkeypatch.setattr(GAN, "_generator_step", step)
+    resumed = GAN(config)
+    history = resumed.fit(images[:64], labels[:64], checkpoint=tmp_path / "gan.pt", every=2)
+    assert len(history.g_loss) == 6 and history.g_loss == pytest.approx(whole.history.g_loss)
+    for key, value in whole.generator.state_dict().items():
+        assert torch.equal(resumed.generator.state_dict()[key], value), key

@@ -8,14 +8,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medlens.commands._common import quiet_requested, reports_errors
+from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.data import catalog, fetch
 from medlens.data.catalog import DatasetInfo
 from medlens.data.readers.medmnist import medmnist_counts
+from medlens.files import claim_output
 
 app = typer.Typer(
     help=(
-        "Named public datasets: list them, describe one, download it with an md5 check, verify a local copy.\n\n"
+        "Named public datasets: list them, describe one, download it with an md5 check, verify a local copy, "
+        "build the LIDC-IDRI archive into a study set.\n\n"
         "A dataset is looked up in an explicit path, then in the folder named by the MEDLENS_DATA environment "
         "variable, then in the user cache (MEDLENS_CACHE, default ~/.cache/medlens); each keeps the same "
         "layout (MedMNIST archives as medmnist/NAME.npz, prepared sets as their own folder)."
@@ -84,6 +86,18 @@ def _class_table(info: DatasetInfo, location: Path | None) -> tuple[Table, str]:
     return table, origin
 
 
+def _download_line(info: DatasetInfo) -> str:
+    """Where `medlens data fetch` gets the set from."""
+    from medlens.data.github import github_source
+
+    source = github_source(info.name)
+    if source is not None:
+        return f"{source.describe()}, each file md5-checked (`medlens data fetch {info.name}`)"
+    if info.name == "lidc-idri":
+        return "TCIA's REST API, series by series (`medlens data fetch lidc-idri --patients N`)"
+    return info.url or "no verified direct download"
+
+
 def _label(info: DatasetInfo, index: int) -> str:
     return f"{index} {info.labels[index]}" if index < len(info.labels) else str(index)
 
@@ -114,7 +128,7 @@ def info(
         ("samples", f"{entry.n_samples} {entry.unit}s"),
         ("licence", entry.licence),
         ("source", entry.source),
-        ("download", entry.url or "no verified direct download"),
+        ("download", _download_line(entry)),
         ("md5", entry.md5 or f"per file ({len(entry.files)} files)"),
         ("local", str(location) if location is not None else f"not present (expected <data>/{entry.local_path})"),
         ("notes", entry.notes),
@@ -132,28 +146,150 @@ def info(
 @app.command("fetch")
 @reports_errors
 def fetch_dataset(
-    name: str = typer.Argument(..., help="Catalogue name of a set with a download URL (the MedMNIST sets)."),
+    name: str = typer.Argument(..., help="Catalogue name: a MedMNIST set, a prepared set (lidc-nodule-vois, "
+                               "lidc-idri-ct, lidc-idri-ct-more) or the archive lidc-idri."),
     dest: Path = typer.Option(
         None, "--dest", help="Data folder to download into (as DEST/medmnist/NAME.npz); default: the user cache."
     ),
+    patients: list[str] = typer.Option(
+        None, "--patients", help="lidc-idri only: the first N patients (a number), or patient IDs (repeat the "
+        "option or separate them with commas). Default: every patient (about 124 GB)."),
+    out_dir: Path = typer.Option(None, "--out", help="lidc-idri only: folder of the download tree (default "
+                                 "`<cache>/lidc_idri`)."),
+    threads: int = typer.Option(4, "--threads", help="lidc-idri only: series downloaded at once."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Download a dataset and check its md5; print where it is.
 
-    Without `--dest`, a copy already under MEDLENS_DATA or in the cache is used as is. The file is written
-    to a temporary name beside its target and renamed only after its md5 matches the catalogue, so a failed
-    download leaves nothing behind. Sets without a verified direct download (the prepared folder sets) fail
-    with where to get them; put them under MEDLENS_DATA.
+    Without `--dest`, a copy already under MEDLENS_DATA or in the cache is used as is. Each file is written
+    to a temporary name beside its target and renamed only after its md5 matches, so a failed download leaves
+    nothing that looks complete; running the command again fetches only what is missing. The prepared LIDC
+    sets come file by file from their public GitHub repository at a pinned commit.
+
+    `lidc-idri` downloads CT series of the LIDC-IDRI archive (with the readers' XML) from TCIA's public REST API
+    into the folder tree of TCIA's download tool, several series at once; each file is checked against the md5
+    TCIA sends with it, and a broken transfer resumes from its last byte. Exit status 1 when a series failed.
+
+    Examples:
+
+    ```
+    medlens data fetch lidc-nodule-vois
+    medlens data fetch lidc-idri --patients 10 --out raw/
+    medlens data fetch lidc-idri --patients LIDC-IDRI-0001,LIDC-IDRI-0003 --out raw/
+    ```
     """
     progress = not quiet_requested(quiet)
+    if catalog.get(name).name == "lidc-idri":
+        _fetch_archive(patients, out_dir or fetch.cache_dir() / catalog.get(name).local_path, threads, progress)
+        return
     if dest is None:
         found = fetch.find_local(name)
         where = found if found is not None else fetch.resolve(name, download=True, progress=progress)
         state = "present" if found is not None else "downloaded"
     else:
-        where = fetch.download_dataset(name, dest=dest, progress=progress)
+        with claim_output(dest, kind="folder"):
+            where = fetch.download_dataset(name, dest=dest, progress=progress)
         state = "ready"
     out.print(f"{catalog.get(name).name}: {state} at {where}", highlight=False)
+
+
+def _patients(values: list[str] | None) -> int | list[str] | None:
+    """``--patients`` as a count (one number) or a list of IDs."""
+    if not values:
+        return None
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if len(items) == 1 and items[0].isdigit():
+        return int(items[0])
+    return items
+
+
+def _fetch_archive(patients: list[str] | None, folder: Path, threads: int, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medlens.data import tcia
+
+    listing = tcia.choose(tcia.list_series(tcia.NBIA_BASE), _patients(patients))
+    size = sum(s.file_size for s in listing)
+    out.print(f"lidc-idri: {len(listing)} CT series of {len({s.patient_id for s in listing})} patient(s), "
+              f"{size / 1e9:.2f} GB, from TCIA into {folder}", highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        task = bar.add_task("series", total=len(listing))
+        report = tcia.fetch_lidc_idri(folder, None, base=tcia.NBIA_BASE, threads=threads, series=listing,
+                                      on_series=lambda s, state: bar.advance(task))
+    for uid, reason in report.failed.items():
+        console.print(f"[red]failed[/] {uid}: {reason}", highlight=False, soft_wrap=True)
+    out.print(f"lidc-idri: {len(report.downloaded)} series downloaded, {len(report.present)} already present, "
+              f"{len(report.failed)} failed; at {folder}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+build_app = typer.Typer(help="Build a study set from a source archive.", no_args_is_help=True,
+                        rich_markup_mode="markdown")
+app.add_typer(build_app, name="build")
+
+
+@build_app.command("lidc-idri")
+@reports_errors
+def build_lidc(
+    raw: Path = typer.Argument(..., help="The archive: TCIA's download tree (patient/study/series) or a folder "
+                               "of series folders."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (image/, nodule_mask/, lesions.csv, "
+                                 "build_log.tsv); an earlier, interrupted build there is resumed."),
+    workers: int = typer.Option(None, "--workers", help="Build on a local Dask cluster of N worker processes "
+                                "(threads per worker: cores / N). Default: one patient after the other here."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler to build on "
+                                  "(also MEDLENS_DASK_SCHEDULER), e.g. tcp://10.0.0.5:8786."),
+    margin_mm: float = typer.Option(10.0, "--margin-mm", help="Margin around each lesion's marks in its VOI."),
+    consensus: float = typer.Option(0.5, "--consensus", help="Fraction of a lesion's readers who must mark a voxel "
+                                    "for its mask: 0.5 is LIDC's 50 % consensus, 0 the union of the readers."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Turn the LIDC-IDRI archive (DICOM series + reader XML) into the nodule study set.
+
+    For each CT series with reader XML: the readers' ROIs are placed on their slices by SOP Instance UID, the
+    marks grouped into lesions with their 50 % consensus mask, and each lesion written as a volume of interest
+    in HU at the scan's native spacing with its mask (uncompressed NIfTI, read lazily), plus one table
+    `lesions.csv` (centre and box in world mm, diameter, every reader's ratings with median, count and most
+    frequent value, flags, provenance). A study reads the folder with `data: {builder: lidc_nodules, name:
+    lidc-nodule-vois, path: DIR}`.
+
+    One task per patient, on Dask with `--workers`/`--scheduler`; each patient's files are written atomically
+    and recorded, so the same command after a crash or `kill -9` builds only what is missing. What is not a CT
+    series with LIDC XML (no DICOM, missing slices, uneven spacing, XML of another schema or naming slices the
+    series lacks, non-CT series, unreadable files) is skipped and named in `build_log.tsv`.
+
+    Exit status: 0 everything built, 1 something was skipped or a patient failed, 2 bad arguments.
+
+    Example:
+
+    ```
+    medlens data fetch lidc-idri --patients 20 --out raw/
+    medlens data build lidc-idri raw/ --out lidc_built/ --workers 2
+    ```
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medlens.data.lidc_build import BuildOptions, build_lidc_idri, discover
+
+    found = discover(raw)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet_requested(quiet)) as bar:
+        task = bar.add_task("patients", total=len(found))
+        report = build_lidc_idri(raw, out_dir, options=BuildOptions(margin_mm=margin_mm, consensus=consensus), workers=workers,
+                                 scheduler=scheduler, patients=found,
+                                 on_patient=lambda patient, result: bar.advance(task))
+    for patient, file, problem in report.skipped:
+        console.print(f"[yellow]skipped[/] {patient} {file}: {problem}", highlight=False, soft_wrap=True)
+    built = sum(not r.reused for r in report.patients.values())
+    reused = sum(r.reused for r in report.patients.values())
+    lesions = sum(r.lesions for r in report.patients.values())
+    out.print(f"lidc-idri: {len(found)} patient(s): {built} built, {reused} already done, {len(report.failed)} "
+              f"failed; {lesions} lesion(s), {len(report.skipped)} skipped input(s); {report.seconds:.1f} s; "
+              f"at {out_dir}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 @app.command("verify")

@@ -9,6 +9,7 @@ import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import ConfigError, GeometryError
+from medlens.files import claim_output
 
 app = typer.Typer(help="Train a denoising autoencoder on clean images and apply it to DICOM, NIfTI or PNG files.",
                   no_args_is_help=True)
@@ -38,6 +39,13 @@ def train(
 ) -> None:
     """Train a convolutional denoising autoencoder: noise is added to the clean inputs on the fly
     (seeded) and the network learns to remove it (MSE, optionally + SSIM loss)."""
+    with claim_output(out, kind="folder", inputs=inputs):
+        _train(inputs, out, modality, noise, sigma, dose, looks, dims, patch, samples_per_epoch, loss, epochs,
+               batch_size, lr, seed, quiet)
+
+
+def _train(inputs, out, modality, noise, sigma, dose, looks, dims, patch, samples_per_epoch, loss, epochs,
+           batch_size, lr, seed, quiet) -> None:
     from medlens.enhance.autoencoder import Denoiser
     from medlens.enhance.noise import MODALITY_NOISE
     from medlens.enhance.sources import default_window, load_images
@@ -83,6 +91,7 @@ def apply(
     from medlens.enhance.apply import denoise_paths
     from medlens.enhance.autoencoder import Denoiser
 
-    model = Denoiser.load(model_dir)
-    written = denoise_paths(model, inputs, out, modality=modality)
+    with claim_output(out, kind="folder", inputs=[model_dir, *inputs]):
+        model = Denoiser.load(model_dir)
+        written = denoise_paths(model, inputs, out, modality=modality)
     console.print(f"wrote {len(written)} file(s) to {out}")

@@ -9,6 +9,7 @@ import typer
 
 from medlens.commands._common import console, reports_errors
 from medlens.errors import ConfigError
+from medlens.files import claim_output
 
 app = typer.Typer(help="Extract features (Gabor, CNN maps, autoencoder codes, transfer CNN) and probe them.",
                   no_args_is_help=True)
@@ -29,11 +30,18 @@ def extract(
     """Fit an extractor on one split and write features, labels and ids of the others to an npz.
 
     Fitting on a split that is not written keeps labels of the probed rows out of supervised
-    extractors (``cnn``); ``gabor`` learns nothing and ``transfer``/``ae`` no target labels."""
+    extractors (``cnn``); ``gabor`` learns nothing and ``transfer``/``ae`` no target labels.
+    --out is checked before any work (never an input, a folder or a device) and locked while it is written."""
+    with claim_output(out, kind="file", inputs=[archive] + ([pretrain] if pretrain else [])):
+        _extract(archive, out, method, pretrain, fit_split, splits, epochs, seed)
+
+
+def _extract(archive: Path, out: Path, method: str, pretrain: Path | None, fit_split: str, splits: str,
+             epochs: int, seed: int) -> None:
     from medlens import __version__
     from medlens.data.builders import medmnist
     from medlens.data.dataset import ArrayDataset
-    from medlens.features.extractors import make_extractor
+    from medlens.features.extractors import EXTRACTORS, make_extractor
     from medlens.features.store import save_features
 
     data = medmnist(archive)
@@ -42,14 +50,15 @@ def extract(
     if unknown:
         raise ConfigError(f"{archive}: unknown split(s) {unknown}; the archive has train, val and test")
     params: dict = {}
-    if method in ("cnn", "transfer", "ae"):
+    _, trains, takes_pretrain = EXTRACTORS.get(method, (None, False, None))
+    if trains:
         params["epochs"] = epochs
         params["seed"] = seed
-    if method in ("transfer", "ae") and pretrain is not None:
+    if takes_pretrain and pretrain is not None:
         source = medmnist(pretrain)
         keep = source.split == "train"
         params["pretrain"] = (ArrayDataset(images=source.images[keep], labels=source.labels[keep])
-                              if method == "transfer" else source.images[keep])
+                              if takes_pretrain == "dataset" else source.images[keep])
     extractor = make_extractor(method, **params)
     fit = data.split == fit_split
     extractor.fit(data.images[fit], data.labels[fit])

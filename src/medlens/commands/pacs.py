@@ -43,33 +43,37 @@ def query(
     keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help=KEEP_HELP),
 ) -> None:
     """Search a PACS for studies (QIDO-RS or C-FIND) and list them as CSV: study UID, date, modalities, series
-    and instance counts, description and the patient (pseudonym unless --keep-identifiers, which adds the
-    patient's name and birth date).
+    and instance counts, description and the patient's pseudonym (with --keep-identifiers the patient's ID,
+    name and birth date instead).
 
     Example: `medlens pacs query http://localhost:8042/dicom-web --patient LIDC-IDRI-0001 --modality CT`.
     Over DIMSE: `medlens pacs query dimse://ORTHANC@localhost:4242 --date 20000101-20001231 --out studies.csv`.
     """
     from medlens.pacs.client import StudyQuery, connect
-    from medlens.pacs.identity import Identities
+    from medlens.data.identifiers import redact_identifiers
 
-    identities = Identities(keep=keep_identifiers)
+    if table_file is not None:
+        from medlens.files import check_output
+
+        check_output(table_file, kind="file")
     records = connect(url, aet=aet).find_studies(StudyQuery(patient, modality, date, study))
-    rows = [{"study_uid": r.study_uid, "date": r.date, "modalities": "/".join(r.modalities),
-             "series": r.n_series, "instances": r.n_instances, "description": r.description,
-             "patient": identities.patient(r.patient_id),
-             **({"patient_name": r.patient_name, "birth_date": r.birth_date} if keep_identifiers else {})}
+    rows = [redact_identifiers({"study_uid": r.study_uid, "date": r.date, "modalities": "/".join(r.modalities),
+                                "series": r.n_series, "instances": r.n_instances, "description": r.description,
+                                "patient_id": r.patient_id, "patient_name": r.patient_name,
+                                "patient_birth_date": r.birth_date}, keep=keep_identifiers)
             for r in records]
     import pandas as pd
 
-    columns = ["study_uid", "date", "modalities", "series", "instances", "description", "patient"]
+    columns = ["study_uid", "date", "modalities", "series", "instances", "description", "patient_pseudonym"]
+    from medlens.files import claim_output, csv_text, write_csv_atomically
+
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
     if table_file is not None:
-        from medlens.files import write_atomically
-
-        write_atomically(table_file, lambda tmp: frame.to_csv(tmp, index=False))
+        with claim_output(table_file, kind="file"):
+            write_csv_atomically(table_file, frame)
         console.print(f"wrote {table_file}: {len(rows)} stud{'y' if len(rows) == 1 else 'ies'}", highlight=False)
     else:
-        typer.echo(frame.to_csv(index=False), nl=False)
+        typer.echo(csv_text(frame), nl=False)
 
 
 @app.command("pull")
@@ -96,17 +100,24 @@ def pull(
     Over DIMSE with C-MOVE:
     `medlens pacs pull dimse://ORTHANC@pacs:4242 --study 1.2.3.4 --move-port 11113 --out study/`.
     """
-    import medlens
-    from medlens.files import write_text_atomically
+    from medlens.files import claim_output
     from medlens.pacs.client import connect
-    from medlens.pacs.identity import Identities
-    from medlens.pacs.pull import pull_study
 
     quiet = quiet_requested(quiet)
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder}: exists and is not an empty folder; pull into a new folder")
     pacs = connect(url, aet=aet, move_port=move_port)
+    with claim_output(folder, kind="folder"):
+        _pull_into(pacs, url, study, folder, series, modality, keep_identifiers, quiet)
+
+
+def _pull_into(pacs, url: str, study: str, folder: Path, series: list[str] | None, modality: str | None,
+               keep_identifiers: bool, quiet: bool) -> None:
+    import medlens
+    from medlens.files import write_text_atomically
+    from medlens.pacs.pull import pull_study
+    from medlens.pacs.run import patient_fields
 
     def listed(record, instances) -> None:
         if not quiet:
@@ -115,12 +126,12 @@ def pull(
 
     pulled = pull_study(pacs, study, series_uids=series or None, modality=modality,
                         workdir=folder.resolve().parent, every_series_an_image=False, on_listed=listed)
-    patient = Identities(keep=keep_identifiers).patient(pulled.patient_id)
+    patient = patient_fields(pulled, keep_identifiers)
     try:
         moved = pulled.move_to(folder)
     finally:
         pulled.close()
-    manifest = {"server": url, "study_uid": study, "patient": patient, "medlens_version": medlens.__version__,
+    manifest = {"server": url, "study_uid": study, **patient, "medlens_version": medlens.__version__,
                 "series": [{"series_uid": s.record.series_uid, "modality": s.record.modality,
                             "instances": len(s.files), "folder": s.folder.name} for s in pulled.series]}
     write_text_atomically(folder / "pull.json", json.dumps(manifest, indent=2))
@@ -156,20 +167,18 @@ def push(
 def pseudonym(
     patient_ids: list[str] = typer.Argument(..., help="Patient IDs."),
 ) -> None:
-    """Print the pseudonym medlens writes for each patient ID: `P-` and the first 16 hex digits of
+    """Print the pseudonym medlens writes for each patient ID: `anon-` and the first 16 hex digits of
     HMAC-SHA256(key, ID).
 
-    The key is the MEDLENS_PSEUDONYM_KEY environment variable (any text) when set, else the file
-    `~/.config/medlens/pseudonym.key` (32 random bytes, created on first use, readable by its owner only).
-    With the same key the same ID always gives the same pseudonym; keep the key to find a patient again.
-    Example: `medlens pacs pseudonym LIDC-IDRI-0001`.
+    The key is the MEDLENS_PSEUDONYM_KEY environment variable (the key as text) when set, else the file named
+    by MEDLENS_PSEUDONYM_KEY_FILE, else `~/.config/medlens/pseudonym.key` (created on first use, readable by
+    its owner only). With the same key the same ID always gives the same pseudonym: whoever holds the key
+    finds a patient's rows again. Example: `medlens pacs pseudonym LIDC-IDRI-0001`.
     """
-    from medlens.pacs.identity import load_key
-    from medlens.pacs.identity import pseudonym as make
+    from medlens.data.identifiers import pseudonym as make
 
-    key = load_key()
     for patient_id in patient_ids:
-        typer.echo(f"{patient_id}\t{make(patient_id, key)}")
+        typer.echo(f"{patient_id}\t{make(patient_id)}")
 
 
 def predict_on_pacs(bundle: Path, url: str, study: str, *, segmenter: Path | None, series: str | None,
@@ -192,7 +201,11 @@ def predict_on_pacs(bundle: Path, url: str, study: str, *, segmenter: Path | Non
         if not quiet:
             console.print(message, highlight=False)
 
-    report = predict_study(bundles, url, request, push=push, push_url=push_to, aet=aet, move_port=move_port, say=say)
+    from medlens.files import claim_output
+
+    with claim_output(folder, kind="folder", inputs=bundles):
+        report = predict_study(bundles, url, request, push=push, push_url=push_to, aet=aet, move_port=move_port,
+                               say=say)
     for finding in report.findings:
         size = f"{finding['diameter_mm']:.1f} mm" if finding["diameter_mm"] is not None else "size not measured"
         console.print(f"{finding['finding']}: {size}, p(malignant) = {finding['p_malignant']:.3f} -> "

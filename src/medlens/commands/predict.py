@@ -21,8 +21,12 @@ def predict(
     out: Path = typer.Option(None, "--out", "-o", help="CSV file to write. Default: print the table. With --pacs: "
                                                        "the folder for seg.dcm, sr.dcm, findings.csv and run.json "
                                                        "(default `runs/pacs-<date-time>`)."),
-    explain: Path = typer.Option(None, "--explain", help="Folder for heat-map overlay PNGs (cnn bundles)."),
-    method: str = typer.Option("gradcam", "--method", help="Map for --explain: gradcam, gradcam++ or occlusion."),
+    explain: Path = typer.Option(None, "--explain", help="Folder for heat-map overlay PNGs (bundles whose model "
+                                                          "can be explained; the manifest's capabilities say how)."),
+    method: str = typer.Option(None, "--method", help="Map for --explain: gradcam, gradcam++ or occlusion. "
+                                                      "Default: the first the model supports."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (error row, no probability) every image unlike "
+                                                        "the training images instead of only flagging it."),
     at: str = typer.Option(None, "--at", help="3D: lesion position 'z,y,x' in voxels of the volume as "
                                                "`medlens inspect` shows it (models that need no mask)."),
     mask: Path = typer.Option(None, "--mask", help="3D: lesion mask (NIfTI or .npy) in the volume's geometry."),
@@ -55,12 +59,14 @@ def predict(
     """Predict every image of the inputs with a bundle: one CSV row per image.
 
     Columns: path, index (image within the file), patient_id and series_uid (DICOM), roi (the lesion of
-    a volume), `p_<label>` per class, label, threshold, error. Each
-    image is prepared like the training data (scaled to [0, 1], grayscale, resized to the bundle's
-    size). A file that cannot be read gets its error in its row and the rest still run. With
-    --explain, a heat-map overlay per image is written as `<stem>_<index>.png` (--method: Grad-CAM,
-    Grad-CAM++ or occlusion sensitivity; volumes show the axial, coronal and sagittal slices through
-    the map's maximum).
+    a volume), `p_<label>` per class, label, threshold, out_of_distribution (why an image looks unlike the
+    training images; --strict refuses such images), error. Each image is prepared like the training data
+    (scaled to [0, 1] by its declared range, grayscale, resized to the bundle's size); an image with NaN
+    or infinite values, or a float image outside [0, 1], is refused in its row. A file that cannot be
+    read gets its error in its row and the rest still run. With --explain, a heat-map overlay per image
+    is written as `<stem>_<index>.png` (--method: Grad-CAM, Grad-CAM++ or occlusion sensitivity, as the
+    model supports; volumes show the axial, coronal and sagittal slices through the map's maximum); a
+    model that cannot be explained is an error before anything runs.
     Example: `medlens predict bundles/breast scan1.png scans.npz --out preds.csv --explain cams/`.
 
     3D lesion bundles (trained on the LIDC nodule cubes) read raw CT in HU and find the lesion by
@@ -87,26 +93,33 @@ def predict(
         raise ConfigError("give INPUT files, or --pacs URL --study UID")
     import torch
 
-    from medlens.deploy.bundle import load_bundle
-    from medlens.engine.threads import torch_threads
+    from medlens.deploy.classifier import load_classifier
     from medlens.deploy.explain import METHODS
     from medlens.deploy.predict import predict_files
     from medlens.deploy.predict_volume import LesionSelection, parse_position
+    from medlens.engine.threads import torch_threads
     from medlens.progress import progress_bar
 
     quiet = quiet_requested(quiet)
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ConfigError(f"--method: unknown {method!r}; choose one of {', '.join(METHODS)}")
     selection = LesionSelection(at=parse_position(at) if at else None, mask=mask, xml=xml)
-    loaded = load_bundle(bundle)
-    if explain is not None and loaded.manifest["model"]["name"] != "cnn":
-        console.print("[yellow]--explain:[/] heat maps need a cnn bundle; no overlays written", highlight=False)
-        explain = None
+    loaded = load_classifier(bundle)
+    if explain is not None:
+        supported = loaded.capabilities.explain
+        if not supported:
+            raise ConfigError(f"--explain: the {loaded.model.name} model of {bundle} cannot be explained by a map "
+                              "over the image (it reads features measured outside the image); drop --explain")
+        method = method or supported[0]
+        if method not in supported:
+            raise ConfigError(f"--method {method}: the {loaded.model.name} model of {bundle} supports "
+                              f"{', '.join(supported)}")
     # a few inputs: one thread, which a busy machine cannot stall (two threads waiting on each other took
     # 0.5 s instead of 5 ms per image under load; benchmarks/results/predict.md)
     threads = 1 if len(inputs) <= FEW_INPUTS else torch.get_num_threads()
     with torch_threads(threads), progress_bar(len(inputs), "predict", disable=quiet or len(inputs) < 5) as advance_for:
-        table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection)
+        table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection,
+                                        strict=strict)
         table["index"] = table["index"].astype("Int64")
         if explain is not None:
             _write_explanations(loaded, prepared, table, explain, method)
@@ -119,12 +132,14 @@ def predict(
 
 def _write_explanations(loaded, prepared, table, folder: Path, method: str) -> None:
     from medlens.deploy.explain import explain, write_overlay
+    from medlens.deploy.predict import prepared_dataset
 
     labels = table.dropna(subset=["index"]).set_index(["path", "index"])["label"]
     for item in prepared:
         if item.error is not None:
             continue
-        maps = explain(loaded.model, item.images, method)
+        options = {"context": prepared_dataset(loaded, item.images, item.features)} if method == "occlusion" else {}
+        maps = explain(loaded.model, item.images, method, **options)
         for i, (image, heat) in enumerate(zip(item.images, maps)):
             write_overlay(image, heat, folder / f"{item.path.stem}_{i}.png",
                           title=f"{item.path.name}[{i}]: {labels[(str(item.path), i)]} ({method})")

@@ -22,7 +22,16 @@ def study(
     quick: bool = typer.Option(False, "--quick", help="Smoke run: few folds, a subsample and short training "
                                "(under 2 minutes on 2 cores). Numbers from it are not results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; print only the summary."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier study's results in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier study's results in --out "
+                                   "(finished or not)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Run the folds × models as Dask tasks on a local "
+                                "cluster of this many worker processes (threads per worker: cores / workers)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Run the folds × models as Dask tasks on this running "
+                                  "scheduler (tcp://host:8786; default $MEDLENS_DASK_SCHEDULER), e.g. one started "
+                                  "by dask-jobqueue on SLURM; its workers must see --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished study in --out (killed or "
+                                "stopped): finished folds are kept, an interrupted training continues from its last "
+                                "epoch, and the results equal those of an uninterrupted run."),
 ) -> None:
     """Run a study: load the data, train every model under cross-validation, write the report.
 
@@ -34,8 +43,13 @@ def study(
     (metrics as rows, models as columns), comparison.png (SE/SP/AR bars), roc.png, confusion.png,
     reliability.png and report.html (readable offline).
 
+    Progress is recorded in --out/.resume as folds finish (and every epoch of a training), so a study that
+    was killed continues with the same command and --resume.
+
     Examples: `medlens study` (the default CT lung study), `medlens study --quick`,
-    `medlens study configs/breastmnist_official.yaml --out runs/breast`.
+    `medlens study configs/breastmnist_official.yaml --out runs/breast`,
+    `medlens study --out runs/lidc --resume` (after a kill),
+    `medlens study --workers 2` (folds × models as tasks on a local Dask cluster).
     """
     from medlens.config import default_config_path, load_config
     from medlens.study import run_study
@@ -46,6 +60,7 @@ def study(
     out = out or Path("runs") / f"{study_config.study}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not quiet:
         console.print(f"[bold]{study_config.title or study_config.study}[/] ({config_path}) -> {out}")
-    results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite)
+    results = run_study(study_config, out, folds=folds, quick=quick, quiet=quiet, overwrite=overwrite, resume=resume,
+                        workers=workers, scheduler=scheduler)
     typer.echo((out / "table.md").read_text(encoding="utf-8"))
     typer.echo(f"\nwrote {out}/report.html ({results['provenance']['wall_seconds']:.0f} s)")

@@ -15,17 +15,18 @@ A training config is a small YAML file::
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.config import read_yaml, reject_non_finite
 from medlens.errors import ConfigError, MissingPathError
-from medlens.files import write_atomically
+from medlens.files import claim_output, resume_folder, write_atomically
 
 app = typer.Typer(help="Conditional GANs (DCGAN, WGAN-GP): train on labelled 2D images, sample by label.",
                   no_args_is_help=True)
@@ -46,17 +47,23 @@ def load_config(path: Path) -> SynthConfig:
     """The validated :class:`SynthConfig` in YAML file ``path``."""
     if not path.is_file():
         raise MissingPathError(path, "synth config file")
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a synth config must be a YAML mapping, got {type(raw).__name__}")
+    reject_non_finite(raw, str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         return SynthConfig(**raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def train_from_config(config: SynthConfig, out: Path | None = None, progress: bool = True) -> Path:
-    """Train the GAN that ``config`` describes; returns its checkpoint folder (weights, manifest, samples.png)."""
+def train_from_config(config: SynthConfig, out: Path | None = None, progress: bool = True,
+                      resume: bool = False) -> Path:
+    """Train the GAN that ``config`` describes; returns its bundle folder (weights, manifest, samples.png).
+
+    The training state is kept beside the folder every 100 steps (:func:`medlens.files.resume_folder`); with
+    ``resume`` a killed training continues from it.
+    """
     from sklearn.model_selection import train_test_split
 
     from medlens.data.readers.medmnist import load_medmnist
@@ -79,11 +86,13 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
         keep, _ = train_test_split(np.arange(len(labels)), train_size=config.fraction, stratify=labels,
                                    random_state=gan_config.seed)
         images, labels = images[keep], labels[keep]
+    progress_folder = resume_folder(folder, resume)
     gan = GAN(gan_config)
-    gan.fit(images, labels, progress=progress)
+    gan.fit(images, labels, progress=progress, checkpoint=progress_folder / "gan.pt")
     folder = gan.save(folder, extra={"data": str(config.data), "split": config.split, "fraction": config.fraction,
                                      "n_train": int(len(labels))})
     save_grid(gan.sample(8 * gan_config.n_classes, seed=0)[0], folder / "samples.png", columns=8)
+    shutil.rmtree(progress_folder, ignore_errors=True)
     return folder
 
 
@@ -91,7 +100,9 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
 @reports_errors
 def train(config: Path = typer.Argument(..., help="YAML training config (keys listed above)."),
           out: Path | None = typer.Option(None, "--out", help="Checkpoint folder (overrides `out:`)."),
-          quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+          resume: bool = typer.Option(False, "--resume", help="Continue an earlier training into the same folder "
+                                      "that was killed (from its last 100-step checkpoint).")) -> None:
     """Train a conditional DCGAN or WGAN-GP; writes weights, manifest.json and a samples.png grid.
 
     CONFIG keys: `data` (MedMNIST .npz), `split` (train), `fraction` (stratified share, 1.0), `out`
@@ -99,7 +110,12 @@ def train(config: Path = typer.Argument(..., help="YAML training config (keys li
     lr, n_critic, gp_weight, real_label, seed). The defaults (wgan-gp, width 16, 4000 steps) are the
     setting that augmented BreastMNIST best in benchmarks/results/sequence_synth.md.
     """
-    folder = train_from_config(load_config(config), out, progress=not quiet_requested(quiet))
+    settings = load_config(config)
+    target = out or settings.out
+    if target is None:
+        raise ConfigError(f"{config}: out: no output folder; set `out:` in the config or pass --out")
+    with claim_output(target, kind="folder", inputs=[config, settings.data]):
+        folder = train_from_config(settings, target, progress=not quiet_requested(quiet), resume=resume)
     console.print(f"GAN written to {folder}")
 
 
@@ -117,12 +133,14 @@ def sample(model: Path = typer.Argument(..., help="GAN folder written by `medlen
 
     if fmt not in ("png", "npz"):
         raise ConfigError(f"--format: unknown {fmt!r}; use png or npz")
-    gan = GAN.load(model)
-    images, labels = gan.sample(n, label=label, seed=seed)
-    if fmt == "npz":
-        write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
-            tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
-    else:
-        for i, (image, y) in enumerate(zip(images, labels)):
-            write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8), out / f"{i:05d}_{gan.labels[y]}.png")
+    with claim_output(out, kind="folder", inputs=[model]):
+        gan = GAN.load(model)
+        images, labels = gan.sample(n, label=label, seed=seed)
+        if fmt == "npz":
+            write_atomically(out / "samples.npz", lambda tmp: np.savez_compressed(
+                tmp, images=images, labels=labels, label_names=np.array(gan.labels)))
+        else:
+            for i, (image, y) in enumerate(zip(images, labels)):
+                write_png((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8),
+                          out / f"{i:05d}_{gan.labels[y]}.png")
     console.print(f"{n} image(s) written to {out}")

@@ -9,13 +9,14 @@ official split of each sample in ``split``.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from medlens.data.dataset import ArrayDataset
+from medlens.data.dataset import ArrayDataset, LazyImages
 from medlens.errors import ConfigError, DatasetError
 
 _BUILDERS: dict[str, Callable[..., ArrayDataset]] = {}
@@ -125,6 +126,50 @@ def lidc_stems(table: pd.DataFrame) -> list[str]:
     return [f"{p}_R_{n}" for p, n in zip(table["patient_id"], table["nodule_id"])]
 
 
+#: The table of a set built from the archive by ``medlens data build lidc-idri`` (:mod:`medlens.data.lidc_build`).
+LIDC_BUILT_TABLE = "lesions.csv"
+
+
+def lidc_table(root: Path) -> tuple[Path, str]:
+    """The nodule table of an LIDC folder and the suffix of its volumes.
+
+    The shipped VOIs (``MetadatabyNoduleMaxVoting.csv``, ``.nii.gz``) or a set built from the archive
+    (``lesions.csv``, uncompressed ``.nii`` that nibabel memory-maps); both tables name their columns alike.
+    """
+    if (root / LIDC_METADATA).is_file():
+        return root / LIDC_METADATA, ".nii.gz"
+    if (root / LIDC_BUILT_TABLE).is_file():
+        return root / LIDC_BUILT_TABLE, ".nii"
+    raise DatasetError(f"{root}: no {LIDC_METADATA} (the shipped VOIs) nor {LIDC_BUILT_TABLE} (a set built by "
+                       "`medlens data build lidc-idri`); is this an LIDC nodule folder?")
+
+
+class _CubeFile:
+    """Cubes appended one at a time to a ``.npy`` file (plain writes: nothing stays mapped), read back memory-mapped."""
+
+    def __init__(self, path: Path, n: int, shape: tuple[int, ...]):
+        self.path, self.n, self.shape = Path(path), n, shape
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
+        self.handle = self.partial.open("wb")
+        np.lib.format.write_array_header_1_0(
+            self.handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                          "shape": (n, *shape)})
+        self.written = 0
+
+    def append(self, cube: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(cube, dtype=np.float32).tobytes())
+        self.written += 1
+
+    def close(self) -> LazyImages:
+        self.handle.close()
+        if self.written != self.n:
+            self.partial.unlink(missing_ok=True)
+            raise DatasetError(f"{self.path}: {self.written} of {self.n} cubes written")
+        os.replace(self.partial, self.path)
+        return LazyImages(self.path)
+
+
 @register_builder("lidc_nodules")
 def lidc_nodules(
     root: Path,
@@ -134,6 +179,7 @@ def lidc_nodules(
     mask_channel: bool = True,
     max_samples: int | None = None,
     seed: int = 0,
+    images_file: str | None = None,
 ) -> ArrayDataset:
     """Benign-versus-malignant LIDC-IDRI nodules as isotropic HU cubes with their masks.
 
@@ -148,51 +194,67 @@ def lidc_nodules(
     Auxiliary targets (``aux``, training only): the readers' eight semantic ratings
     (:data:`LIDC_SEMANTIC_RATINGS`: calcification, internal structure, lobulation, margin, sphericity,
     spiculation, subtlety, texture).
+
+    ``root`` is the shipped VOI folder or a set built by ``medlens data build lidc-idri`` (:func:`lidc_table`).
+    With ``images_file`` (a ``.npy`` path) the cubes are written there one by one and ``images`` is that file,
+    read on demand (:class:`~medlens.data.dataset.LazyImages`), so building the dataset holds one cube in memory
+    whatever the number of nodules; without it ``images`` is an in-memory array (the default; the same values
+    either way).
     """
     from medlens.data.readers import read_nifti
     from medlens.preprocess.voi import lesion_cube
 
-    sheet = root / LIDC_METADATA
-    if not sheet.is_file():
-        raise DatasetError(f"{root}: no {LIDC_METADATA}; is this the lidc_idri_nodule_vois folder?")
+    sheet, suffix = lidc_table(root)
     table = pd.read_csv(sheet)
     table["label"] = [lidc_malignancy_label(int(s)) for s in table["Malignancy_value"]]
     table["stem"] = lidc_stems(table)
     table = table[table["label"].notna()]
-    table = table[[(root / "image" / f"{s}.nii.gz").is_file() for s in table["stem"]]]
+    table = table[[(root / "image" / f"{s}{suffix}").is_file() for s in table["stem"]]]
     if max_samples is not None and max_samples < len(table):
         table = table.sample(n=max_samples, random_state=seed).sort_index()
     if table.empty:
         raise DatasetError(f"{root}: no labelled nodule with an image file")
 
     target = (spacing,) * 3
-    cubes, feature_rows, used = [], [], []
-    for row in table.itertuples():
-        image = read_nifti(root / "image" / f"{row.stem}.nii.gz")
-        mask = read_nifti(root / "nodule_mask" / f"{row.stem}.nii.gz")
+    store = None if images_file is None else _CubeFile(Path(images_file), len(table),
+                                                       (1 + int(mask_channel), size, size, size))
+    cubes, names = None, None
+    values = np.empty((0, 0))  # one row of features per nodule, in the order of the first nodule's names
+    for i, row in enumerate(table.itertuples()):
+        image = read_nifti(root / "image" / f"{row.stem}{suffix}")
+        mask = read_nifti(root / "nodule_mask" / f"{row.stem}{suffix}")
         if image.shape != mask.shape:
-            raise DatasetError(f"{root / 'nodule_mask' / row.stem}.nii.gz: mask shape {mask.shape} "
+            raise DatasetError(f"{root / 'nodule_mask' / row.stem}{suffix}: mask shape {mask.shape} "
                                f"differs from image shape {image.shape}")
         cube, features = lesion_cube(image.array[0], image.spacing, mask=mask.array[0] > 0,
                                      target_spacing=spacing, size=size, window=window,
-                                     mask_channel=mask_channel, source=f"{root / 'nodule_mask' / row.stem}.nii.gz")
+                                     mask_channel=mask_channel, source=f"{root / 'nodule_mask' / row.stem}{suffix}")
         features["diameter_mm"] = float(row.diameter_mm)
-        feature_rows.append(features)
-        cubes.append(cube)
-        used.append(row)
+        if names is None:
+            names = list(features)
+            values = np.empty((len(table), len(names)), np.float64)
+        if list(features) != names:
+            raise DatasetError(f"{root / 'image' / row.stem}{suffix}: features {sorted(features)} differ from "
+                               f"the first nodule's {sorted(names)}")
+        values[i] = [features[n] for n in names]
+        if store is not None:
+            store.append(cube)
+        else:  # filled in place: no list of cubes beside the stacked array
+            if cubes is None:
+                cubes = np.empty((len(table), *cube.shape), cube.dtype)
+            cubes[i] = cube
 
-    frame = pd.DataFrame(feature_rows)
-    files = [root / "image" / f"{r.stem}.nii.gz" for r in used] + [sheet]
+    files = [root / "image" / f"{stem}{suffix}" for stem in table["stem"]] + [sheet]
     return ArrayDataset(
-        images=np.stack(cubes),
-        labels=np.array([int(r.label) for r in used]),
-        groups=np.array([r.patient_id for r in used]),
-        features=frame.to_numpy(np.float32),
-        ids=np.array([r.stem for r in used]),
-        aux=np.array([[getattr(r, c) for c in LIDC_SEMANTIC_RATINGS] for r in used], dtype=np.float32),
+        images=cubes if store is None else store.close(),
+        labels=table["label"].to_numpy().astype(int),
+        groups=table["patient_id"].to_numpy().astype(str),
+        features=values.astype(np.float32),
+        ids=table["stem"].to_numpy().astype(str),
+        aux=table[list(LIDC_SEMANTIC_RATINGS)].to_numpy(np.float32),
         meta={
             "labels": ["benign", "malignant"],
-            "feature_names": list(frame.columns),
+            "feature_names": names,
             "aux_names": [c.removesuffix("_value").lower() for c in LIDC_SEMANTIC_RATINGS],
             "spacing": target,
             "channels": ["ct_" + window] + (["nodule_mask"] if mask_channel else []),

@@ -441,6 +441,38 @@ def _local_entries() -> list[DatasetInfo]:
             **folder,
         ),
         DatasetInfo(
+            name="lidc-idri",
+            title="LIDC-IDRI: the whole CT archive with the readers' XML (TCIA)",
+            description=(
+                "1,018 thoracic CT scans of 1,010 patients (about 244,000 DICOM files, 124 GB) with the XML of up to "
+                "four radiologists' reads: nodule contours and nine ratings each. `medlens data fetch lidc-idri "
+                "--patients N` downloads series from TCIA's REST API; `medlens data build lidc-idri RAW --out DIR` "
+                "turns them into nodule VOIs with consensus masks and one table, readable by the lidc_nodules "
+                "builder."
+            ),
+            task="detection",
+            modality="chest CT",
+            dims=3,
+            size_px=None,
+            n_channels=1,
+            labels=[],
+            splits={"all": 1018},
+            unit="CT series",
+            md5=None,
+            licence="CC BY 3.0 (TCIA)",
+            citation=_LIDC_CITATION,
+            source=_LIDC_SOURCE,
+            format="dicom",
+            local_path="lidc_idri",
+            files=[],
+            has_masks=True,
+            notes=(
+                "Downloaded series by series from TCIA's NBIA REST API (no account), each file checked against "
+                "the md5 TCIA sends with it (medlens.data.tcia)."
+            ),
+            **folder,
+        ),
+        DatasetInfo(
             name="lidc-idri-ct",
             title="LIDC-IDRI-0001 CT series (16 slices) with reader XML",
             description=(

@@ -18,7 +18,6 @@ import csv
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from rich.progress import (
 )
 
 from medlens.data.catalog import DatasetInfo, get
+from medlens.files import partial_path, remove_stale_partials
 from medlens.errors import (
     ChecksumError,
     DatasetError,
@@ -118,7 +118,16 @@ def find_local(name: str, path: str | Path | None = None) -> Path | None:
 
 
 def _how_to_get(info: DatasetInfo) -> str:
+    from medlens.data.github import github_source
+
     where = f"$MEDLENS_DATA/{info.local_path}"
+    source = github_source(info.name)
+    if source is not None:
+        return (f"run `medlens data fetch {info.name}` to download it ({source.describe()}, each file checked "
+                f"against its md5), or put the data at {where} and set MEDLENS_DATA to that data folder")
+    if info.name == "lidc-idri":
+        return ("run `medlens data fetch lidc-idri --patients N` to download series from TCIA (1,010 patients, "
+                "about 124 GB in all), then `medlens data build lidc-idri RAW --out DIR`")
     if info.url is None:
         return (
             f"{info.name} has no verified direct download. Upstream: {info.source}. {info.notes} "
@@ -167,7 +176,8 @@ def resolve(
 def download_dataset(name: str, dest: str | Path | None = None, progress: bool = True) -> Path:
     """Download dataset ``name`` to ``<dest>/<local_path>`` (``dest`` defaults to the user cache).
 
-    A file already there with the right md5 is kept. Returns the path of the verified file.
+    A file already there with the right md5 is kept. Returns the path of the verified file, or of the folder
+    of a folder set downloaded file by file from its pinned GitHub source (:mod:`medlens.data.github`).
 
     Raises
     ------
@@ -176,10 +186,14 @@ def download_dataset(name: str, dest: str | Path | None = None, progress: bool =
         :class:`ChecksumError`) when the bytes arrived but their md5 is wrong. No partial or unverified
         file is ever written at the target.
     """
+    from medlens.data.github import download_github_set, github_source
+
     info = get(name)
+    target = Path(dest).expanduser() / info.local_path if dest is not None else cache_dir() / info.local_path
+    if github_source(info.name) is not None:
+        return download_github_set(info.name, target, progress=progress)
     if info.url is None or info.md5 is None:
         raise DownloadError(_how_to_get(info))
-    target = Path(dest).expanduser() / info.local_path if dest is not None else cache_dir() / info.local_path
     if target.is_file() and md5sum(target) == info.md5:
         return target
     _download(info, target, progress)
@@ -187,8 +201,9 @@ def download_dataset(name: str, dest: str | Path | None = None, progress: bool =
 
 
 def _download(info: DatasetInfo, target: Path, progress: bool) -> None:
-    """Stream ``info.url`` into a temporary file beside ``target``; rename it onto ``target`` once its md5
-    equals ``info.md5``. The temporary file is removed on every failure."""
+    """Stream ``info.url`` into a temporary file beside ``target`` (``.tmp-<pid>-<name>.part``); rename it onto
+    ``target`` once its md5 equals ``info.md5``. The temporary file is removed on every failure, and one left
+    by a killed download (its pid no longer runs) is removed by the next download of the same file."""
 
     def failed(reason: str) -> str:
         return (
@@ -198,8 +213,10 @@ def _download(info: DatasetInfo, target: Path, progress: bool) -> None:
         )
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    temp = Path(temp_name)
+    part = f"{target.name}.part"
+    remove_stale_partials(target.parent, recursive=False, name=part)  # left by a killed download
+    temp = partial_path(target.with_name(part))
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         digest = hashlib.md5()
         received = 0
@@ -327,3 +344,27 @@ def verify(name: str, path: str | Path | None = None, strict: bool = False, prog
         more = f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
         raise ChecksumError(f"{info.name} at {location}: {bad}{more}")
     return report
+
+
+def ensure_dataset(name: str, path: str | Path | None = None, *, progress: bool = True,
+                   say=None) -> Path:
+    """The local copy of ``name`` (as :func:`find_local`), downloaded first when it is nowhere and has a source.
+
+    Before downloading, ``say`` (default: a line on stderr) is told what will be downloaded, how large it is and
+    where it goes. An explicit ``path`` never triggers a download; nor does a set without a verified source
+    (the :class:`DatasetError` says how to get it).
+    """
+    from medlens.data.github import github_source
+
+    info = get(name)
+    found = find_local(name, path)
+    if found is not None:
+        return found
+    source = github_source(info.name)
+    if source is None and info.url is None:
+        return resolve(name, path, download=False)
+    target = cache_dir() / info.local_path
+    what = source.describe() if source is not None else f"1 file from {info.url}"
+    (say or (lambda line: _console.print(line, highlight=False)))(
+        f"{info.name} is not on this machine: downloading it ({what}) into {target}")
+    return download_dataset(name, progress=progress)

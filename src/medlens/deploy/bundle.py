@@ -1,319 +1,380 @@
-"""Model bundles: a fitted model as a folder that travels, with no pickled Python objects.
+"""One bundle format for every trained artefact: classifiers, segmenters, denoisers and generators.
 
-A bundle holds
+A bundle is a folder that travels. Nothing in it is executed when it is read:
 
-- ``weights.pt``: the network's ``state_dict`` (``torch.save``; read back with ``weights_only=True``);
-- ``state.json``: the fitted non-network state (input scaling, scaler means/scales, class count...);
-- ``model_card.md``: intended use, data and provenance, protocol, metrics, calibration, operating
-  point and limitations (:func:`model_card`);
-- ``manifest.json``: medlens version, model name + parameters, the study config (builder parameters,
-  Gabor bank), label names, decision threshold, temperature, dataset md5, image shape, feature names,
-  package versions, metrics and the sha256 of every other file.
+``manifest.json``
+    What the artefact is: ``format`` (``"medlens-bundle"``), ``format_version``, ``kind`` (one of
+    :data:`KINDS`), the medlens version that wrote it, its config with the preprocessing, labels, threshold,
+    temperature, the training data's checksum, package versions, and kind-specific fields.
+``weights.safetensors``
+    Named numeric arrays (network weights, scaler statistics), read with :mod:`safetensors` (no pickle).
+``*.skops``
+    Fitted scikit-learn objects, read with :func:`skops.io.load` and an explicit list of trusted types.
+``checksums.sha256``
+    The integrity record: the sha256 of **every** other file, the manifest included, in ``sha256sum``'s
+    format (``sha256sum -c checksums.sha256`` checks a bundle by hand).
 
-:func:`load_bundle` checks every file's sha256, the bundle format and the medlens major version before
-rebuilding the model with :func:`medlens.models.registry.build` and restoring its state.
+Reading (:func:`open_bundle`) refuses, with the file named: a folder without the record or the manifest,
+a listed path that leaves the folder (absolute, ``..``, or a link pointing outside), a listed file that is
+missing or whose sha256 differs, a manifest that the record does not cover, a format or kind this medlens
+does not read, and a bundle from another medlens major version. A loader reads only listed files
+(:meth:`BundleReader.path`). The record protects against corruption and edits made without it (a changed
+threshold or label list); it is not a signature: whoever can rewrite the record can rewrite the bundle.
+
+Writing (:func:`write_bundle`) happens in a temporary folder beside the target; files and folder are
+flushed to disk (``fsync``) and the new folder then replaces the old one in one step
+(:func:`replace_folder`), so a bundle killed half-way through a re-save leaves the old bundle whole; the
+next save of the same bundle removes the dead writer's temporary folder.
+
+Each kind's loader registers itself with :func:`register_kind`; :func:`load_bundle` reads any bundle and
+returns the object its kind loads (a :class:`~medlens.deploy.classifier.ClassifierBundle`, a segmenter, a
+:class:`~medlens.enhance.autoencoder.Denoiser`, a :class:`~medlens.synth.gan.GAN`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import datetime
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import import_module
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 import medlens
-from medlens.config import StudyConfig, parse_config
-from medlens.errors import MedlensError, ModelError
-from medlens.files import write_atomically, write_text_atomically
-from medlens.models.registry import build
+from medlens.errors import MedlensError
+from medlens.files import json_ready
+from medlens.report.provenance import package_versions
 
-FORMAT_VERSION = 1
+FORMAT = "medlens-bundle"
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-WEIGHTS = "weights.pt"
-STATE = "state.json"
+CHECKSUMS = "checksums.sha256"
+WEIGHTS = "weights.safetensors"
 CARD = "model_card.md"
+#: The kinds of trained artefact, and the module whose import registers each one's loader.
+KINDS = {"classifier": "medlens.deploy.classifier", "segmenter": "medlens.segment.bundle",
+         "denoiser": "medlens.enhance.autoencoder", "generator": "medlens.synth.gan"}
 
 
-@dataclass
-class Bundle:
-    """A loaded bundle: the fitted model and what is needed to prepare its inputs."""
+class BundleError(MedlensError):
+    """A bundle cannot be read: missing, modified, unsafe, or of a format or kind this medlens does not read."""
 
-    model: Any
-    config: StudyConfig
-    manifest: dict[str, Any]
-    path: Path
 
-    @property
-    def labels(self) -> list[str]:
-        return list(self.manifest["data"]["labels"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.manifest["threshold"])
-
-    @property
-    def temperature(self) -> float | None:
-        """Temperature fitted on validation predictions (None: probabilities are the model's own)."""
-        value = self.manifest.get("temperature")
-        return None if value is None else float(value)
-
-    def predict_proba(self, data) -> np.ndarray:
-        """``(N, K)`` probabilities of a prepared dataset, temperature-scaled when the bundle was calibrated."""
-        from medlens.evaluate.calibration import apply_temperature, probability_logits
-
-        proba = np.asarray(self.model.predict_proba(data), dtype=np.float64)
-        if self.temperature is None:
-            return proba
-        return apply_temperature(probability_logits(proba), self.temperature)
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        """Per-sample image shape the model was trained on, channel first."""
-        return tuple(self.manifest["data"]["image_shape"])
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
-# Export / import of fitted state, one pair per model family
+# Writing
 # --------------------------------------------------------------------------------------------------
-def _export_cnn(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    network = model.network_
-    first_conv = next(m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
-    state = {"spatial_dims": int(model.spatial_dims_), "n_classes": int(model.n_classes_),
-             "in_channels": int(first_conv.in_channels), "mean": float(model.mean_), "std": float(model.std_)}
-    return network.state_dict(), state
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
-def _import_cnn(model, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    from medlens.engine.trainer import Trainer
-    from medlens.models.cnn import cifar_resnet, compact_cnn
-
-    make = compact_cnn if model.arch == "compact" else cifar_resnet
-    size = {"depth": model.depth} if model.arch == "compact" else {"blocks": model.blocks}
-    network = make(state["spatial_dims"], state["in_channels"], state["n_classes"], width=model.width,
-                   dropout=model.dropout, **size)
-    network.load_state_dict(weights)
-    model.spatial_dims_, model.n_classes_ = state["spatial_dims"], state["n_classes"]
-    model.mean_, model.std_ = state["mean"], state["std"]
-    model.network_ = network.eval()
-    model.n_parameters = sum(p.numel() for p in network.parameters())
-    model.trainer_ = Trainer(network, torch.nn.functional.cross_entropy, model._config())
+_RENAME_EXCHANGE = 2
 
 
-def _export_bp(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    scaler = model.scaler_
-    state = {"n_classes": int(model.n_classes_), "n_inputs": int(scaler.n_features_in_),
-             "scaler_mean": scaler.mean_.tolist(), "scaler_scale": scaler.scale_.tolist(),
-             "scaler_var": scaler.var_.tolist()}
-    return model.network_.state_dict(), state
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
 
 
-def _import_bp(model, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    from sklearn.preprocessing import StandardScaler
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the complete folder ``new`` at ``target``, replacing what is there in one step.
 
-    model.n_classes_ = state["n_classes"]
-    scaler = StandardScaler()
-    scaler.mean_ = np.asarray(state["scaler_mean"], dtype=np.float64)
-    scaler.scale_ = np.asarray(state["scaler_scale"], dtype=np.float64)
-    scaler.var_ = np.asarray(state["scaler_var"], dtype=np.float64)
-    scaler.n_features_in_ = state["n_inputs"]
-    scaler.n_samples_seen_ = 0
-    model.scaler_ = scaler
-    network = model._network(state["n_inputs"], 1 if model.n_classes_ == 2 else model.n_classes_)
-    network.load_state_dict(weights)
-    model.network_ = network.eval()
-    model.n_parameters = sum(p.numel() for p in network.parameters())
-
-
-_FAMILIES: dict[str, tuple[Callable, Callable]] = {"cnn": (_export_cnn, _import_cnn), "bp": (_export_bp, _import_bp)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    An existing ``target`` is swapped with ``new`` atomically where the system can (Linux ``renameat2``),
+    otherwise renamed aside first (a crash between the two renames leaves the old folder under
+    ``.old-<name>-*`` beside the target, never a half-written one). The old folder is then removed. The parent
+    folder is flushed so that the swap survives a power cut.
+    """
+    new, target = Path(new), Path(target)
+    if target.exists() and not target.is_dir():
+        raise BundleError(f"{target}: exists and is not a folder; refusing to replace it with a bundle")
+    if target.is_dir():
+        if _exchange(new, target):
+            shutil.rmtree(new)
+        else:
+            aside = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+            os.rename(target, aside)
+            os.rename(new, target)
+            shutil.rmtree(aside)
+    else:
+        os.rename(new, target)
+    _fsync(target.parent)
 
 
-def _major(version: str) -> str:
-    return version.split(".")[0]
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def save_bundle(model, config: StudyConfig, data_meta: dict[str, Any], out_dir: str | Path,
-                metrics: dict[str, Any] | None = None, threshold: float = 0.5, *,
-                model_id: str | None = None, image_shape: tuple[int, ...] | None = None,
-                temperature: float | None = None, training: dict[str, Any] | None = None,
-                onnx_images: np.ndarray | None = None) -> Path:
-    """Write a fitted ``model`` as a bundle folder.
+def _remove_abandoned_staging(target: Path) -> None:
+    """Remove the staging folders that writers of ``target`` killed half-way left behind (their process is gone)."""
+    prefix = f".tmp-{target.name}-"
+    for folder in target.parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        if folder.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_bundle(target: str | Path, kind: str, manifest: dict[str, Any],
+                 files: dict[str, Callable[[Path], object]]) -> Path:
+    """Write a bundle folder of ``kind`` at ``target`` (replacing one there as a whole; see the module docstring).
 
     Parameters
     ----------
-    model
-        A fitted model of a supported family (``cnn``, ``bp``).
-    config : StudyConfig
-        The study config whose data preparation the model expects.
-    data_meta : dict
-        The training dataset's ``meta`` (``labels``, ``source_md5``, ``feature_names``...).
-    out_dir : str or Path
-        Bundle folder (created).
-    metrics : dict, optional
-        Figures measured for this model (e.g. on a held-out split).
-    threshold : float
-        Decision threshold on the positive-class probability (binary tasks).
-    model_id : str, optional
-        The config's model id; defaults to the first config model with the same name.
-    image_shape : tuple of int, optional
-        Per-sample image shape, channel first.
-    temperature : float, optional
-        Temperature fitted on validation predictions; applied by :meth:`Bundle.predict_proba`.
-    training : dict, optional
-        How the bundle was made (protocol sentence, operating-point rule, validation figures, sizes).
-    onnx_images : ndarray, optional
-        Model-ready images; when given, the cnn is also exported to ``model.onnx`` and checked on them
-        (:func:`medlens.deploy.export.export_onnx`).
+    target : str or Path
+        The bundle folder.
+    kind : str
+        One of :data:`KINDS`.
+    manifest : dict
+        Kind-specific fields; ``format``, ``format_version``, ``kind``, ``medlens_version``, ``created`` and
+        ``versions`` (:func:`medlens.report.provenance.package_versions`) are added here.
+    files : dict
+        File name (relative, inside the bundle) → ``write(path)``, which writes that file.
 
     Returns
     -------
     Path
-        The bundle folder.
+        ``target``.
     """
-    from medlens.study import _plain, package_versions
-
-    name = getattr(model, "name", None)
-    if name not in _FAMILIES:
-        raise ModelError(f"bundle: model {name!r} cannot be bundled; supported: {', '.join(sorted(_FAMILIES))}")
-    if not 0.0 < threshold < 1.0:
-        raise ModelError(f"bundle: threshold must lie in (0, 1), got {threshold}")
-    entry = next((m for m in config.models if (model_id and m.key == model_id) or (not model_id and m.name == name)),
-                 None)
-    params = {k: getattr(model, k) for k in _init_params(model)}
-    weights, state = _FAMILIES[name][0](model)
-    out = Path(out_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    write_atomically(out / WEIGHTS, lambda tmp: torch.save(tensors, tmp))
-    write_text_atomically(out / STATE, json.dumps(state))
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "medlens_version": medlens.__version__,
-        "model": {"name": name, "id": entry.key if entry else name, "params": _plain(params)},
-        "config": config.model_dump(mode="json"),
-        "data": {"labels": list(data_meta.get("labels") or []), "md5": data_meta.get("source_md5"),
-                 "dataset": data_meta.get("dataset"), "channels": data_meta.get("channels"),
-                 "feature_names": list(data_meta.get("feature_names", [])),
-                 "image_shape": list(image_shape) if image_shape is not None else None,
-                 "excluded_groups": list(data_meta.get("excluded_groups", [])),
-                 "n_samples": data_meta.get("n_samples"), "class_counts": data_meta.get("class_counts")},
-        "threshold": float(threshold),
-        "temperature": None if temperature is None else float(temperature),
-        "training": _plain(training or {}),
-        "metrics": _plain(metrics or {}),
-        "versions": package_versions(),
-    }
-    files = [WEIGHTS, STATE, CARD]
-    if onnx_images is not None:
-        from medlens.deploy.export import ONNX_FILE, export_onnx
-
-        manifest["onnx"] = export_onnx(model, onnx_images, out / ONNX_FILE, temperature)
-        files.append(ONNX_FILE)
-    write_text_atomically(out / CARD, model_card(manifest))
-    manifest["files"] = {f: sha256(out / f) for f in files}
-    write_text_atomically(out / MANIFEST, json.dumps(manifest, indent=2))
-    return out
+    if kind not in KINDS:
+        raise BundleError(f"bundle kind {kind!r} is unknown; known kinds: {', '.join(KINDS)}")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(target)
+    staging = target.with_name(f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        for name, write in files.items():
+            _inside(staging, name)
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            write(staging / name)
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+                "medlens_version": medlens.__version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "versions": package_versions(), **manifest}
+        (staging / MANIFEST).write_text(json.dumps(json_ready(full), indent=2, allow_nan=True), encoding="utf-8")
+        listed = sorted([*files, MANIFEST])
+        record = "".join(f"{sha256(staging / name)}  {name}\n" for name in listed)
+        (staging / CHECKSUMS).write_text(record, encoding="utf-8")
+        for name in [*listed, CHECKSUMS]:
+            _fsync(staging / name)
+        _fsync(staging)
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
-def model_card(manifest: dict[str, Any]) -> str:
-    """The bundle's model card (Markdown) from its manifest; nothing in it is not in the manifest."""
-    from medlens.report.model_card import render_model_card
+def write_arrays(arrays: dict[str, np.ndarray]) -> Callable[[Path], None]:
+    """A ``files`` writer for :func:`write_bundle`: named numeric arrays as safetensors."""
+    from safetensors.numpy import save_file
 
-    data, training, config = manifest["data"], manifest.get("training", {}), manifest["config"]
-    labels = data.get("labels") or []
-    counts = data.get("class_counts")
-    validation = training.get("validation", {})
-    metrics = {k: v for k, v in manifest.get("metrics", {}).items() if k not in ("split", "n")}
-    card = {
-        "title": f"Model card: {manifest['model']['id']} ({config.get('title') or config.get('study')})",
-        "model": f"medlens `{manifest['model']['name']}` model, input shape {data.get('image_shape')}; "
-                 f"labels {', '.join(labels)}.",
-        "data": {"name": data.get("dataset"), "source": config.get("description"),
-                 "n_samples": data.get("n_samples"), "labels": labels,
-                 "class_counts": counts, "checksum": data.get("md5"),
-                 "patients left out": ", ".join(data.get("excluded_groups") or []) or None},
-        "protocol": training.get("protocol"),
-        "metrics": metrics or None,
-        "calibration": {"method": "temperature scaling on validation predictions" if manifest.get("temperature")
-                        else "none (the model's own probabilities)",
-                        "temperature (fitted on validation)": manifest.get("temperature"),
-                        "validation ECE before scaling": validation.get("ece_uncalibrated"),
-                        "validation ECE after scaling": validation.get("ece") if manifest.get("temperature") else None,
-                        **({"test ECE": metrics["ece"]} if "ece" in metrics else {})}
-        if validation else None,
-        "operating_points": {training.get("operating_point", "threshold"): {
-            "threshold": manifest["threshold"], "val sensitivity": validation.get("sensitivity"),
-            "val specificity": validation.get("specificity"),
-            **({"test sensitivity": metrics.get("sensitivity"), "test specificity": metrics.get("specificity")}
-               if metrics else {})}},
-        "limitations": [
-            "Validation figures are measured on the split that chose the threshold and temperature; they are "
-            "optimistic. Only test figures (when present) estimate performance on new data like the training data.",
-            "Trained on one public dataset; not validated on other scanners, sites or populations.",
-            "Inputs must be prepared as in training (the manifest's config); `medlens predict` does this.",
-            *training.get("warnings", []),
-        ],
-    }
-    return render_model_card(card)
+    def write(path: Path) -> None:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+
+    return write
 
 
-def _init_params(model) -> list[str]:
-    import inspect
+def write_json(value: Any) -> Callable[[Path], None]:
+    """A ``files`` writer for :func:`write_bundle`: a JSON document."""
+    return lambda path: path.write_text(json.dumps(json_ready(value), indent=2, allow_nan=True), encoding="utf-8")
 
-    return [p for p in inspect.signature(type(model).__init__).parameters if p != "self" and hasattr(model, p)]
+
+def write_text(text: str) -> Callable[[Path], None]:
+    """A ``files`` writer for :func:`write_bundle`: UTF-8 text."""
+    return lambda path: path.write_text(text, encoding="utf-8")
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle written by :func:`save_bundle`, verifying file hashes, the bundle format and the medlens
-    major version.
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for a relative name that stays inside ``folder`` (links resolved); else an error."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        raise BundleError(f"{folder}: the bundle lists {name!r}, a path outside the bundle; refusing to read it")
+    path = folder / name
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise BundleError(f"{path}: leads outside the bundle (a link); refusing to read it") from None
+    return path
+
+
+def _major(version: str) -> str:
+    return str(version).split(".")[0]
+
+
+@dataclass
+class BundleReader:
+    """A bundle whose integrity record has been checked: its manifest, and access to its listed files only."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    listed: dict[str, str]
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def path(self, name: str) -> Path:
+        """The path of a listed file; a file the record does not list is refused."""
+        if name not in self.listed:
+            raise BundleError(f"{self.folder / name}: not listed in the bundle's {CHECKSUMS}; refusing to read it")
+        return self.folder / name
+
+    def has(self, name: str) -> bool:
+        return name in self.listed
+
+    def arrays(self, name: str = WEIGHTS) -> dict[str, np.ndarray]:
+        """The named arrays of a safetensors file of the bundle."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        path = self.path(name)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+    def json(self, name: str) -> Any:
+        path = self.path(name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+
+    def text(self, name: str) -> str:
+        return self.path(name).read_text(encoding="utf-8")
+
+
+def _read_record(folder: Path) -> dict[str, str]:
+    record_path = folder / CHECKSUMS
+    try:
+        lines = record_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{record_path}: unreadable integrity record ({exc})") from exc
+    listed: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name or any(c not in "0123456789abcdef" for c in digest):
+            raise BundleError(f"{record_path}: line {number} is not '<sha256>  <file>'")
+        listed[name.strip()] = digest
+    return listed
+
+
+def open_bundle(path: str | Path, kind: str | None = None) -> BundleReader:
+    """Check a bundle's integrity record, format, version and kind; the reader of its listed files.
 
     Raises
     ------
-    MedlensError
-        Missing or unreadable manifest, a file whose sha256 differs from the manifest's (tampered or
-        corrupt), an unsupported model family, a bundle written by another medlens major version, or a
-        bundle format (``format_version``) newer than this medlens reads.
+    BundleError
+        See the module docstring; the message names the file at fault and what to do.
     """
     folder = Path(path)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise MedlensError(f"{folder}: not a medlens bundle (no {MANIFEST})")
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: no such bundle folder")
+    if not (folder / CHECKSUMS).is_file():
+        if (folder / MANIFEST).is_file() or (folder / "plan.json").is_file():
+            raise BundleError(f"{folder}: written by an earlier medlens (bundle format 1, before "
+                              f"{CHECKSUMS} existed): its manifest is not covered by any integrity record, so it "
+                              "cannot be trusted. Train it again with this medlens (`medlens train`, `medlens "
+                              "segment train`, `medlens denoise train`, `medlens synth train`).")
+        raise BundleError(f"{folder}: not a medlens bundle (no {CHECKSUMS} and no {MANIFEST})")
+    listed = _read_record(folder)
+    if MANIFEST not in listed:
+        raise BundleError(f"{folder / CHECKSUMS}: does not cover {MANIFEST}; refusing the bundle")
+    for name, digest in listed.items():
+        file = _inside(folder, name)
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in the bundle's {CHECKSUMS} but missing")
+        if sha256(file) != digest:
+            raise BundleError(f"{file}: sha256 differs from the bundle's {CHECKSUMS} (file modified or corrupt); "
+                              "refusing to load the bundle")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        written_by, files, name = manifest["medlens_version"], manifest["files"], manifest["model"]["name"]
-        layout = int(manifest.get("format_version", 1))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise MedlensError(f"{manifest_path}: unreadable bundle manifest ({exc})") from exc
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        found_format, layout = manifest["format"], int(manifest["format_version"])
+        found_kind, written_by = manifest["kind"], manifest["medlens_version"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{folder / MANIFEST}: unreadable bundle manifest ({exc})") from exc
+    if found_format != FORMAT:
+        raise BundleError(f"{folder / MANIFEST}: format {found_format!r} is not {FORMAT!r}")
     if layout > FORMAT_VERSION:
-        raise MedlensError(f"{manifest_path}: bundle format {layout} is newer than this medlens reads "
-                           f"(up to {FORMAT_VERSION}); upgrade medlens")
+        raise BundleError(f"{folder / MANIFEST}: bundle format {layout} is newer than this medlens reads "
+                          f"(up to {FORMAT_VERSION}); upgrade medlens")
+    if layout < FORMAT_VERSION:
+        raise BundleError(f"{folder / MANIFEST}: bundle format {layout} is no longer read; train the model again "
+                          "with this medlens")
     if _major(written_by) != _major(medlens.__version__):
-        raise MedlensError(f"{manifest_path}: bundle written by medlens {written_by}, incompatible with the "
-                           f"installed medlens {medlens.__version__} (major versions differ)")
-    for file, digest in files.items():
-        if not (folder / file).is_file():
-            raise MedlensError(f"{folder / file}: file listed in the bundle manifest is missing")
-        if sha256(folder / file) != digest:
-            raise MedlensError(f"{folder / file}: sha256 differs from the bundle manifest (file modified or "
-                               "corrupt); refusing to load it")
-    if name not in _FAMILIES:
-        raise MedlensError(f"{manifest_path}: model {name!r} cannot be loaded from a bundle")
-    config = parse_config(manifest["config"], source=str(manifest_path))
-    model = build(name, **manifest["model"]["params"])
-    weights = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
-    state = json.loads((folder / STATE).read_text(encoding="utf-8"))
-    try:
-        _FAMILIES[name][1](model, weights, state)
-    except (RuntimeError, KeyError) as exc:
-        raise MedlensError(f"{folder / WEIGHTS}: weights do not fit model {name!r} ({exc})") from exc
-    return Bundle(model=model, config=config, manifest=manifest, path=folder)
+        raise BundleError(f"{folder / MANIFEST}: bundle written by medlens {written_by}, incompatible with the "
+                          f"installed medlens {medlens.__version__} (major versions differ); train it again")
+    if found_kind not in KINDS:
+        raise BundleError(f"{folder / MANIFEST}: unknown bundle kind {found_kind!r}; known: {', '.join(KINDS)}")
+    if kind is not None and found_kind != kind:
+        raise BundleError(f"{folder}: a {found_kind} bundle, where a {kind} bundle is needed")
+    return BundleReader(folder, manifest, listed)
+
+
+_LOADERS: dict[str, Callable[[BundleReader], Any]] = {}
+
+
+def register_kind(kind: str) -> Callable[[Callable[[BundleReader], Any]], Callable[[BundleReader], Any]]:
+    """Decorator: register the loader of a bundle kind (called with the checked :class:`BundleReader`)."""
+
+    def decorate(loader: Callable[[BundleReader], Any]) -> Callable[[BundleReader], Any]:
+        _LOADERS[kind] = loader
+        return loader
+
+    return decorate
+
+
+def load_bundle(path: str | Path, kind: str | None = None) -> Any:
+    """Read any bundle (checked by :func:`open_bundle`) and return what its kind's loader makes of it.
+
+    ``kind`` restricts what is accepted (e.g. ``"classifier"`` for ``medlens predict``).
+    """
+    reader = open_bundle(path, kind)
+    if reader.kind not in _LOADERS:
+        import_module(KINDS[reader.kind])
+    return _LOADERS[reader.kind](reader)
+
+
+def bundle_kind(path: str | Path) -> str:
+    """The kind of the bundle at ``path`` (after the integrity checks of :func:`open_bundle`)."""
+    return open_bundle(path).kind

@@ -64,30 +64,10 @@ import torch
 from torch import Tensor, nn
 
 from medlens.errors import ModelError
+from medlens.models.base import GRADCAM_METHODS
 from medlens.files import write_atomically
 
 METHODS = ("gradcam", "gradcam++", "occlusion")
-
-
-def last_conv_block(network: nn.Module) -> str:
-    """Name (as in ``named_modules``) of the network's last convolutional block.
-
-    The last top-level child that contains a convolution (a residual block); when that child is a
-    bare convolution (the compact net's conv-BN-ReLU-pool), the block ends at the pooling layer that
-    follows it, whose output is the block's feature map.
-    """
-    children = list(network.named_children())
-    convs = [i for i, (_, child) in enumerate(children)
-             if any(isinstance(m, nn.modules.conv._ConvNd) for m in child.modules())]
-    if not convs:
-        raise ModelError("explain: the network has no convolutional layer for Grad-CAM")
-    last = convs[-1]
-    if isinstance(children[last][1], nn.modules.conv._ConvNd):
-        pools = [i for i in range(last + 1, len(children))
-                 if isinstance(children[i][1], (nn.MaxPool2d, nn.MaxPool3d))]
-        if pools:
-            last = pools[0]
-    return children[last][0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,12 +83,12 @@ def unit_scale(maps: Tensor | np.ndarray) -> np.ndarray:
     return scaled.reshape(maps.shape).cpu().numpy()
 
 
-def _cnn(model) -> nn.Module:
-    network = getattr(model, "network_", None)
-    if network is None or getattr(model, "name", None) != "cnn":
-        raise ModelError("explain: Grad-CAM and Grad-CAM++ need a fitted cnn model "
-                         "(use method='occlusion' for other models)")
-    return network
+def _views(model) -> list:
+    """The model's networks as Grad-CAM sees them (:meth:`medlens.models.base.Model.explain_networks`)."""
+    if not set(GRADCAM_METHODS) & set(model.capabilities.explain):
+        raise ModelError(f"explain: Grad-CAM needs a model with convolutional feature maps; model "
+                         f"{model.name!r} supports {', '.join(model.capabilities.explain) or 'no explanation'}")
+    return model.explain_networks()
 
 
 @contextmanager
@@ -122,19 +102,10 @@ def _evaluating(network: nn.Module):
         network.train(was_training)
 
 
-def _standardised(model, images: np.ndarray, network: nn.Module | None = None) -> Tensor:
-    """``(images − mean) / std`` of the model's training data, on the network's device and dtype (the
-    network itself, its memory format included, is left as it is)."""
-    images = np.asarray(images, dtype=np.float32)
-    spatial_dims = getattr(model, "spatial_dims_", images.ndim - 2)
-    if images.ndim != spatial_dims + 2:
-        raise ModelError(f"explain: the model takes {spatial_dims}D images (N, C, ...), got shape {images.shape}")
-    x = model.standardise(torch.from_numpy(images))
-    if network is not None:
-        parameter = next(network.parameters(), None)
-        if parameter is not None:
-            x = x.to(device=parameter.device, dtype=parameter.dtype)
-    return x
+def _on_network(x: Tensor, network: nn.Module) -> Tensor:
+    """``x`` on the network's device and dtype (the network itself, its memory format included, is left as is)."""
+    parameter = next(network.parameters(), None)
+    return x if parameter is None else x.to(device=parameter.device, dtype=parameter.dtype)
 
 
 def _classes(class_index, logits: Tensor) -> Tensor:
@@ -182,16 +153,21 @@ def _gradcampp_weights(acti: Tensor, grad: Tensor) -> Tensor:
 
 
 def _cam(weights_of: Callable[[Tensor, Tensor], Tensor]):
+    """A CAM method: the map of each of the model's networks (one, or an ensemble's members), averaged."""
+
     def method(model, images: np.ndarray, class_index=None) -> np.ndarray:
-        network = _cnn(model)
-        x = _standardised(model, images, network)
-        with _evaluating(network):
-            acti, grad = _activations_and_gradients(network, last_conv_block(network), x, class_index)
-        weights = weights_of(acti, grad)
-        cam = torch.relu((weights.view(*weights.shape, *[1] * (acti.dim() - 2)) * acti).sum(dim=1, keepdim=True))
-        mode = {2: "bilinear", 3: "trilinear"}[x.dim() - 2]
-        cam = nn.functional.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)
-        return unit_scale(cam[:, 0].float())
+        total = None
+        views = _views(model)
+        for view in views:
+            x = _on_network(view.prepare(images), view.module)
+            with _evaluating(view.module):
+                acti, grad = _activations_and_gradients(view.module, view.layer, x, class_index)
+            weights = weights_of(acti, grad)
+            cam = torch.relu((weights.view(*weights.shape, *[1] * (acti.dim() - 2)) * acti).sum(dim=1, keepdim=True))
+            mode = {2: "bilinear", 3: "trilinear"}[x.dim() - 2]
+            cam = nn.functional.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)[:, 0].float()
+            total = cam if total is None else total + cam
+        return unit_scale(total / len(views))
 
     return method
 
@@ -200,37 +176,52 @@ def _cam(weights_of: Callable[[Tensor, Tensor], Tensor]):
 # Occlusion sensitivity
 # --------------------------------------------------------------------------------------------------
 class _ProbaModule(nn.Module):
-    """A black-box classifier (``predict_proba`` on an ArrayDataset) as a module of standardised images."""
+    """A black-box classifier (``predict_proba`` on an ArrayDataset) as a module of standardised images.
 
-    def __init__(self, model, mean: float, std: float):
+    ``context`` holds the explained samples' other inputs (their tabular features and ``meta``), kept fixed
+    while their images are occluded; ``row`` says whose: None for a batch of all samples in order, ``i`` for
+    a batch of occluded copies of sample ``i``.
+    """
+
+    def __init__(self, model, mean: float, std: float, context=None):
         super().__init__()
-        self.model, self.mean, self.std = model, mean, std
+        self.model, self.mean, self.std, self.context = model, mean, std, context
+        self.row: int | None = None
 
     def forward(self, z: Tensor) -> Tensor:
         from medlens.data.dataset import ArrayDataset
 
         images = (z.detach().cpu().numpy() * self.std + self.mean).astype(np.float32)
-        data = ArrayDataset(images=images, labels=np.zeros(len(images), dtype=np.int64))
+        features, meta = None, {}
+        if self.context is not None:
+            meta = self.context.meta
+            if self.context.features is not None:
+                rows = np.arange(len(images)) if self.row is None else np.full(len(images), self.row)
+                features = self.context.features[rows]
+        data = ArrayDataset(images=images, labels=np.zeros(len(images), dtype=np.int64), features=features, meta=meta)
         return torch.as_tensor(np.asarray(self.model.predict_proba(data)), dtype=torch.float32)
 
 
-def _forward_of(model, images: np.ndarray) -> tuple[nn.Module, Tensor, Callable[[Tensor], Tensor]]:
-    """(module, standardised input, activation to probabilities) for occlusion."""
-    if getattr(model, "name", None) == "cnn" and getattr(model, "network_", None) is not None:
-        network = _cnn(model)
-        return network, _standardised(model, images, network), lambda out: out.float().softmax(1)
-    if not hasattr(model, "predict_proba"):
-        raise ModelError("explain: occlusion needs a fitted model with predict_proba")
+def _forward_of(model, images: np.ndarray, context=None) -> tuple[nn.Module, Tensor, Callable[[Tensor], Tensor]]:
+    """(module, standardised input, activation to probabilities) for occlusion: the network itself for a model
+    of one image network (occluded regions pulled to its training mean), else the model's ``predict_proba``
+    as a black box (occluded regions pulled to the mean of the explained images)."""
+    if set(GRADCAM_METHODS) & set(model.capabilities.explain):
+        views = model.explain_networks()
+        if len(views) == 1:
+            network = views[0].module
+            return network, _on_network(views[0].prepare(images), network), lambda out: out.float().softmax(1)
     images = np.asarray(images, dtype=np.float32)
     mean, std = float(images.mean()), float(images.std()) or 1.0
-    return _ProbaModule(model, mean, std).eval(), torch.from_numpy((images - mean) / std), lambda out: out
+    module = _ProbaModule(model, mean, std, context).eval()
+    return module, torch.from_numpy((images - mean) / std), lambda out: out
 
 
 def _occlusion(model, images: np.ndarray, class_index=None, mask_size: int | Sequence[int] | None = None,
-               overlap: float = 0.5, n_batch: int = 64) -> np.ndarray:
+               overlap: float = 0.5, n_batch: int = 64, context=None) -> np.ndarray:
     from monai.visualize import OcclusionSensitivity
 
-    module, x, activate = _forward_of(model, images)
+    module, x, activate = _forward_of(model, images, context)
     if mask_size is None:  # a quarter of the smallest side, at least 3 voxels
         mask_size = max(3, round(min(x.shape[2:]) / 4))
     # MONAI's own activate=True applies a sigmoid when the *input* has one channel: pass softmax explicitly.
@@ -242,6 +233,8 @@ def _occlusion(model, images: np.ndarray, class_index=None, mask_size: int | Seq
         proba = activate(module(x))
         classes = _classes(class_index, proba)
         for i in range(len(x)):
+            if isinstance(module, _ProbaModule):
+                module.row = i
             occluded, _ = occlusion(x[i:i + 1])
             c = int(classes[i])
             maps.append(torch.relu(proba[i, c] - torch.as_tensor(occluded)[0, c].float()).cpu())
@@ -253,7 +246,7 @@ _METHODS: dict[str, Callable[..., np.ndarray]] = {
     "gradcam++": _cam(_gradcampp_weights),
     "occlusion": _occlusion,
 }
-_OPTIONS: dict[str, tuple[str, ...]] = {"occlusion": ("mask_size", "overlap", "n_batch")}
+_OPTIONS: dict[str, tuple[str, ...]] = {"occlusion": ("mask_size", "overlap", "n_batch", "context")}
 
 
 def explain(model, images: np.ndarray, method: str = "gradcam", class_index: int | Sequence[int] | None = None,
@@ -263,9 +256,10 @@ def explain(model, images: np.ndarray, method: str = "gradcam", class_index: int
     Parameters
     ----------
     model
-        A fitted :class:`medlens.models.cnn.CNNClassifier` (2D or 3D) for every method; for
-        ``"occlusion"`` also any fitted model whose ``predict_proba`` takes an ArrayDataset of these
-        images (a black box; occluded regions are pulled to the mean of the explained images).
+        A fitted model (or pipeline) whose capabilities list ``method``
+        (:class:`medlens.models.base.Capabilities`): Grad-CAM and Grad-CAM++ for models of image networks
+        (an ensemble's map is the mean of its members'), occlusion for any model of images (a black box
+        through ``predict_proba`` unless the model is one network).
     images : ndarray
         Model-ready images, before the model's own standardisation.
     method : {"gradcam", "gradcam++", "occlusion"}
@@ -274,7 +268,9 @@ def explain(model, images: np.ndarray, method: str = "gradcam", class_index: int
         class of each image.
     **options
         ``"occlusion"``: ``mask_size`` (default a quarter of the smallest side), ``overlap`` (0.5),
-        ``n_batch`` (64 occluded copies per forward pass).
+        ``n_batch`` (64 occluded copies per forward pass), ``context`` (an ArrayDataset of the same samples
+        whose tabular features and ``meta`` are kept fixed while the images are occluded, for models that
+        also read features measured with the sample).
 
     Returns
     -------
@@ -283,6 +279,11 @@ def explain(model, images: np.ndarray, method: str = "gradcam", class_index: int
     """
     if method not in _METHODS:
         raise ModelError(f"explain: unknown method {method!r}; use one of {', '.join(METHODS)}")
+    supported = model.capabilities.explain
+    if method not in supported:
+        raise ModelError(f"explain: model {model.name!r} cannot be explained by {method}; "
+                         + (f"it supports {', '.join(supported)}" if supported else
+                            "its inputs are not images (or not only), so no map over the image explains it"))
     unknown = set(options) - set(_OPTIONS.get(method, ()))
     if unknown:
         raise ModelError(f"explain: method {method!r} takes no option {', '.join(sorted(unknown))} "
@@ -299,16 +300,17 @@ def grad_cam(model, images: np.ndarray, class_index: int | Sequence[int] | None 
 
 
 def with_random_weights(model, seed: int = 0):
-    """A copy of a fitted ``cnn`` model whose network has freshly initialised weights (every module's
-    ``reset_parameters``, BatchNorm statistics included): the reference of the model-parameter
+    """A copy of a fitted model of image networks whose networks have freshly initialised weights (every
+    module's ``reset_parameters``, BatchNorm statistics included): the reference of the model-parameter
     randomisation test (Adebayo et al., *Sanity checks for saliency maps*, NeurIPS 2018)."""
-    _cnn(model)
-    clone = copy.deepcopy(model)
+    _views(model)
+    clone = copy.deepcopy(model)  # one copy: the networks and whatever predicts with them stay one object
     torch.manual_seed(seed)
-    for module in clone.network_.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return clone  # deepcopy keeps trainer_.module and network_ one object: predict_proba uses the new weights
+    for view in clone.explain_networks():
+        for module in view.module.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return clone
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""ONNX export of a bundled CNN, checked against the bundle's own outputs.
+"""ONNX export of a bundled model, checked against the bundle's own outputs.
 
-The exported graph takes model-ready images (prepared as ``medlens predict`` prepares them: scaled,
-windowed, resized or cut to the bundle's ``image_shape``), applies the model's input standardisation
-``(x − mean) / std``, the network and, when the bundle is calibrated, the temperature, and returns
-class probabilities ``softmax(z / T)``. The batch axis is dynamic. It is written with
+Models whose capabilities say ``onnx`` (image networks such as ``cnn``) give one torch module from model-ready
+images to logits (:meth:`medlens.models.base.Model.export_graph`). The exported graph takes model-ready
+images (prepared as ``medlens predict`` prepares them: scaled, windowed, resized or cut to the bundle's
+``image_shape``), applies that module (the model's input standardisation ``(x − mean) / std`` and its
+network) and, when the bundle is calibrated, the temperature, and returns class probabilities
+``softmax(z / T)``. The batch axis is dynamic. It is written with
 ``torch.onnx.export(..., dynamo=True)`` and compared with ONNX Runtime on the images given: the largest
 absolute difference from the float32 PyTorch forward is recorded next to the file.
 
@@ -12,7 +14,6 @@ Needs the ``onnx`` extra: ``pip install "medlens[onnx]"`` (onnx, onnxscript, onn
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,16 @@ TOLERANCE = 1e-4
 
 
 class ProbabilityGraph(nn.Module):
-    """``softmax(network(standardise(x)) / T)``: a CNN model's whole prediction as one module
-    (``standardise`` is :meth:`medlens.models.cnn.CNNClassifier.standardise`, ``(x − mean) / std``)."""
+    """``softmax(logits(x) / T)``: a model's whole prediction as one module (``logits`` is the model's
+    :meth:`~medlens.models.base.Model.export_graph`)."""
 
-    def __init__(self, network: nn.Module, standardise: Callable[[torch.Tensor], torch.Tensor],
-                 temperature: float | None = None):
+    def __init__(self, logits: nn.Module, temperature: float | None = None):
         super().__init__()
-        self.network = network
-        self.standardise = standardise
+        self.logits = logits
         self.temperature = float(temperature or 1.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.network(self.standardise(image))
-        return torch.softmax(logits / self.temperature, dim=1)
+        return torch.softmax(self.logits(image) / self.temperature, dim=1)
 
 
 def _require_onnx():
@@ -51,12 +49,12 @@ def _require_onnx():
 
 
 def export_onnx(model, images: np.ndarray, path: str | Path, temperature: float | None = None) -> dict:
-    """Export a fitted ``cnn`` model to ONNX and check it on ``images``.
+    """Export a fitted model whose capabilities include ONNX and check it on ``images``.
 
     Parameters
     ----------
     model
-        A fitted :class:`medlens.models.cnn.CNNClassifier`.
+        A fitted model or pipeline (e.g. :class:`medlens.models.cnn.CNNClassifier`).
     images : ndarray, shape (N, C, ...)
         Model-ready example images (e.g. the validation set), used to trace and to check the export.
     path : str or Path
@@ -78,12 +76,12 @@ def export_onnx(model, images: np.ndarray, path: str | Path, temperature: float 
     _require_onnx()
     import onnxruntime
 
-    if getattr(model, "name", None) != "cnn" or getattr(model, "network_", None) is None:
-        raise ModelError("ONNX export: only fitted cnn models export; tabular models (bp, svm) are not torch graphs "
-                         "of images")
+    if not model.capabilities.onnx:
+        raise ModelError(f"ONNX export: model {model.name!r} does not export (its capabilities say so); only "
+                         "models of one image network do")
     path = Path(path)
-    network = model.network_.float().cpu().to(memory_format=torch.contiguous_format).eval()
-    graph = ProbabilityGraph(network, model.standardise, temperature).eval()
+    logits = model.export_graph().float().cpu().to(memory_format=torch.contiguous_format).eval()
+    graph = ProbabilityGraph(logits, temperature).eval()
     x = torch.from_numpy(np.ascontiguousarray(images[: max(2, min(len(images), 8))], dtype=np.float32))
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(graph, (x,), dynamo=True, input_names=["image"], output_names=["probabilities"],

@@ -152,7 +152,7 @@ def voi_box(mask: np.ndarray) -> tuple[slice, ...]:
 def lesion_inputs(path: Path, config, selection: LesionSelection
                   ) -> tuple[np.ndarray, list[dict[str, float] | None], list[str], dict[str, str | None]]:
     """Model-ready cubes ``(n, C, D, H, W)`` of the lesions of one volume, their radiomic features
-    (None without a mask), their descriptions and the volume's ids (``patient_id``, ``series_uid``),
+    (None without a mask), their descriptions and the volume's ids (``patient_id``, ``series_uid``, ``modality``),
     prepared with the bundle config's builder parameters."""
     from medlens.preprocess.voi import crop_around, lesion_cube
 
@@ -175,5 +175,5 @@ def lesion_inputs(path: Path, config, selection: LesionSelection
         cubes.append(cube)
         features.append(values)
         rois.append(lesion.roi)
-    ids = {key: image.meta.get(key) or None for key in ("patient_id", "series_uid")}
+    ids = {key: image.meta.get(key) or None for key in ("patient_id", "series_uid", "modality")}
     return np.stack(cubes), features, rois, ids

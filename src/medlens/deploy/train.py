@@ -19,6 +19,7 @@ Every bundle carries a model card (``model_card.md``, :func:`medlens.report.mode
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,19 @@ def parse_operating_point(text: str) -> OperatingPoint:
 
 
 def choose_model(config: StudyConfig, model_id: str | None):
-    """The config entry ``model_id``, or by default the first ``cnn`` entry (else the first entry)."""
+    """The config entry ``model_id``, or by default the first image network (a model whose capabilities include
+    Grad-CAM, such as ``cnn``), else the first entry."""
+    from medlens.models.base import GRADCAM_METHODS
+    from medlens.models.registry import build
+
     if model_id is not None:
         for entry in config.models:
             if entry.key == model_id:
                 return entry
         raise ConfigError(f"--model: no model with id {model_id!r}; the config has "
                           f"{', '.join(m.key for m in config.models)}")
-    return next((m for m in config.models if m.name == "cnn"), config.models[0])
+    return next((m for m in config.models if GRADCAM_METHODS[0] in build(m.name, **m.params).capabilities.explain),
+                config.models[0])
 
 
 def without_groups(data, groups: list[str]):
@@ -103,12 +109,13 @@ def _threshold(point: OperatingPoint, y_val: np.ndarray, p_val: np.ndarray, bina
 
 def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float, n_bins: int) -> dict[str, Any]:
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.study import _ece, _plain
+    from medlens.evaluate.protocol import ece
+    from medlens.files import json_ready
 
     scores = classification_metrics(y, p, labels=labels, threshold=threshold)
-    out = {k: _plain(scores[k]) for k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
+    out = {k: json_ready(scores[k]) for k in ("auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy")
            if k in scores}
-    out["ece"] = _ece(y, p, n_bins)
+    out["ece"] = ece(y, p, n_bins)
     out["n"] = int(len(y))
     return out
 
@@ -116,7 +123,7 @@ def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float, n_bins: int)
 def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *, quick: bool = False,
                  max_samples: int | None = None, threshold: float | str | OperatingPoint = 0.5,
                  calibrate: bool = False, quiet: bool = False,
-                 exclude_groups: list[str] | None = None, onnx: bool = False) -> dict[str, Any]:
+                 exclude_groups: list[str] | None = None, onnx: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train one model of ``config`` and write its bundle into ``out``.
 
     With the dataset's official split the model trains on ``train``, stops early on ``val`` (which
@@ -132,33 +139,42 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     calibrate : bool
         Fit and store a temperature on the validation predictions.
     onnx : bool
-        Also export the cnn to ``model.onnx``, checked on the validation images.
+        Also export the model to ``model.onnx`` (models that can), checked on the validation images.
+    resume : bool
+        Continue the training of an earlier run into ``out`` that was killed (its resume checkpoints are kept
+        beside ``out`` until the bundle is written, :func:`medlens.files.resume_folder`); the bundle equals an
+        uninterrupted run's.
 
     Returns
     -------
     dict
         The bundle manifest.
     """
-    from medlens.deploy.bundle import load_bundle, save_bundle
+    from medlens.deploy.classifier import load_classifier, save_classifier
+    from medlens.deploy.input_profile import fit_profile
+    from medlens.engine.trainer import resumable, seed_everything
     from medlens.evaluate.calibration import temperature_scale
+    from medlens.evaluate.protocol import ece
     from medlens.evaluate.splits import inner_validation_split
-    from medlens.models.registry import build
-    from medlens.study import _ece, _model_params, add_gabor_features, load_dataset, seed_everything, subsample
+    from medlens.files import resume_folder
+    from medlens.models.pipeline import build_pipeline
+    from medlens.progress import silenced
+    from medlens.study import load_dataset, model_params, subsample
 
     point = threshold if isinstance(threshold, OperatingPoint) else parse_operating_point(str(threshold))
     entry = choose_model(config, model_id)
+    params = model_params(entry, quick, config.seed)
+    model = build_pipeline(entry.name, params, config.features)
+    if onnx and not model.capabilities.onnx:
+        raise ConfigError(f"--onnx: model {entry.key} ({entry.name}) does not export to ONNX; only models whose "
+                          "capabilities say so (image networks such as cnn) do")
+    progress_folder = resume_folder(out, resume)
     seed_everything(config.seed)
     data = load_dataset(config)
     if exclude_groups:
         data = without_groups(data, exclude_groups)
     if max_samples:
         data = subsample(data, max_samples, config.seed)
-    if entry.name != "cnn":
-        data = add_gabor_features(data, config)
-    params = _model_params(entry, quick, config.seed)
-    if quiet and entry.name == "cnn":
-        params["progress"] = False
-    model = build(entry.name, **params)
     official = data.split is not None and {"train", "val", "test"} <= set(np.unique(data.split))
     if official:
         train_idx, val_idx = np.flatnonzero(data.split == "train"), np.flatnonzero(data.split == "val")
@@ -171,7 +187,8 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
                     f"{'patient-grouped ' if data.groups is not None else ''}validation split (early stopping, "
                     "calibration, threshold); no held-out test set")
     val = data.subset(val_idx)
-    model.fit(data.subset(train_idx), val)
+    with silenced(quiet), resumable(progress_folder):
+        model.fit(data.subset(train_idx), val)
     p_val_raw = np.asarray(model.predict_proba(val), dtype=np.float64)
     temperature = None
     p_val = p_val_raw
@@ -187,7 +204,7 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
     labels = data.meta.get("labels")
     n_bins = config.protocol.ece_bins
     validation = {**_scores(val.labels, p_val, labels, chosen, n_bins),
-                  "ece_uncalibrated": _ece(val.labels, p_val_raw, n_bins)}
+                  "ece_uncalibrated": ece(val.labels, p_val_raw, n_bins)}
     metrics: dict[str, Any] = {}
     if official:
         from medlens.evaluate.calibration import apply_temperature, probability_logits
@@ -199,9 +216,11 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
         metrics = {"split": "official test", **_scores(test.labels, p_test, labels, chosen, n_bins)}
     meta = {**data.meta, "excluded_groups": sorted(exclude_groups or []),
             "class_counts": np.bincount(data.labels, minlength=data.n_classes).tolist(), "n_samples": len(data)}
-    save_bundle(model, config, meta, out, metrics=metrics, threshold=chosen, model_id=entry.key,
-                image_shape=tuple(data.images.shape[1:]), temperature=temperature,
-                training={"protocol": protocol, "operating_point": point.describe(), "validation": validation,
-                          "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings},
-                onnx_images=val.images if onnx else None)
-    return load_bundle(out).manifest
+    save_classifier(model, params, config, meta, out, model_id=entry.key, metrics=metrics, threshold=chosen,
+                    image_shape=tuple(data.images.shape[1:]), temperature=temperature,
+                    training={"protocol": protocol, "operating_point": point.describe(), "validation": validation,
+                              "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings},
+                    input_profile=fit_profile(data.images[train_idx], data.meta.get("modality")),
+                    onnx_images=val.images if onnx else None)
+    shutil.rmtree(progress_folder, ignore_errors=True)
+    return load_classifier(out).manifest

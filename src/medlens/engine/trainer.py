@@ -14,12 +14,13 @@ into NaN. On Linux with glibc, training first sets the allocator to keep freed m
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ from medlens.engine.distributed import (all_reduce_sum, broadcast_buffers, broad
                                         device_for_rank, init_distributed, is_distributed,
                                         is_main_process, unwrap, wrap_ddp)
 from medlens.engine.memory import keep_freed_memory
-from medlens.errors import ConfigError, ModelError
+from medlens.errors import ConfigError, ModelError, UnreadableFileError
+from medlens.files import write_atomically
+from medlens.progress import progress_disabled
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 _SCHEDULERS = (None, "cosine", "plateau")
@@ -154,6 +157,58 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+_resume_folders: list[list] = []
+
+
+@contextmanager
+def resumable(folder: str | Path | None) -> Iterator[None]:
+    """Within the block, every :meth:`Trainer.fit` keeps a resume checkpoint in ``folder`` (``fit<k>.pt`` for
+    the k-th fit of the block, in order) and, when that file is already there, continues from it.
+
+    A checkpoint is written after every epoch and when the fit ends. It holds what the next epoch depends on:
+    the weights, the optimiser, the learning-rate scheduler, the weight average, the best weights and score
+    so far, the early-stopping count, the history, whether autocast is still on, and the random states
+    (Python's, numpy's and torch's global generators and the sampler's own). A fit killed during an epoch
+    therefore resumes at the start of that epoch and ends with the weights an uninterrupted fit would have;
+    a finished fit returns its final weights at once. ``folder`` None: no checkpoints (a plain block).
+    """
+    if folder is None:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    _resume_folders.append([Path(folder), 0])
+    try:
+        yield
+    finally:
+        _resume_folders.pop()
+
+
+def _next_resume_checkpoint() -> Path | None:
+    if not _resume_folders or is_distributed():
+        return None
+    entry = _resume_folders[-1]
+    entry[1] += 1
+    return entry[0] / f"fit{entry[1] - 1}.pt"
+
+
+def _random_states(sampler) -> dict:
+    generator = getattr(sampler, "generator", None)
+    numpy_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()),
+                                                   *numpy_state[2:]],
+            "torch": torch.get_rng_state(), "sampler": None if generator is None else generator.get_state()}
+
+
+def _restore_random_states(states: dict, sampler) -> None:
+    random.setstate(states["python"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(states["torch"])
+    generator = getattr(sampler, "generator", None)
+    if generator is not None and states["sampler"] is not None:
+        generator.set_state(states["sampler"])
 
 
 class _TensorBatches(Dataset):
@@ -324,8 +379,7 @@ class Trainer:
         return None
 
     def _progress(self) -> Progress | None:
-        quiet = os.environ.get("MEDLENS_QUIET") == "1"
-        if quiet or not (self.config.progress and is_main_process()):
+        if progress_disabled(not self.config.progress) or not is_main_process():
             return None
         return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True),
@@ -360,14 +414,32 @@ class Trainer:
         scheduler = self._scheduler(optimizer)
         loader, sampler = self._loader(train, cfg.batch_size, train=True, labels=labels)
         history = History()
-        best_score, best_state, bad_epochs = -math.inf, None, 0
-        start = time.perf_counter()
+        best_score, best_state, bad_epochs, first_epoch = -math.inf, None, 0, 0
+        checkpoint = _next_resume_checkpoint()
+        if checkpoint is not None and checkpoint.is_file():
+            saved = self._read_resume(checkpoint)
+            history = History(**saved["history"])
+            _restore_random_states(saved["random"], sampler)
+            if saved["finished"]:
+                module.load_state_dict(saved["module"])
+                self.history = history
+                return history
+            module.load_state_dict(saved["module"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            if average is not None:
+                average.load_state_dict(saved["average"])
+            best_score, best_state, bad_epochs = saved["best_score"], saved["best_state"], saved["bad_epochs"]
+            self.autocast_dtype = torch.bfloat16 if saved["autocast"] else None
+            first_epoch = saved["epoch"] + 1 if not saved["stop"] else cfg.epochs
+        start = time.perf_counter() - history.seconds
         progress = self._progress()
-        task = progress.add_task("", total=cfg.epochs) if progress else None
+        task = progress.add_task("", total=cfg.epochs, completed=first_epoch) if progress else None
         if progress:
             progress.start()
         try:
-            for epoch in range(cfg.epochs):
+            for epoch in range(first_epoch, cfg.epochs):
                 epoch_start = time.perf_counter()
                 if isinstance(sampler, DistributedSampler):
                     sampler.set_epoch(epoch)
@@ -402,9 +474,14 @@ class Trainer:
                 if progress:
                     shown = f"loss {history.train_loss[-1]:.4f}" + (f" val {score:.4f}" if val is not None else "")
                     progress.update(task, advance=1, description=shown)
-                if val is not None and cfg.patience is not None and bad_epochs >= cfg.patience:
-                    break
-                if cfg.max_steps is not None and history.steps >= cfg.max_steps:
+                stop = ((val is not None and cfg.patience is not None and bad_epochs >= cfg.patience)
+                        or (cfg.max_steps is not None and history.steps >= cfg.max_steps))
+                if checkpoint is not None:
+                    history.seconds = time.perf_counter() - start
+                    self._write_resume(checkpoint, module, history, sampler, finished=False, epoch=epoch, stop=stop,
+                                       optimizer=optimizer, scheduler=scheduler, average=average,
+                                       best=(best_score, best_state, bad_epochs))
+                if stop:
                     break
         finally:
             if progress:
@@ -414,8 +491,33 @@ class Trainer:
         if best_state is not None:
             module.load_state_dict(best_state)
         history.seconds = time.perf_counter() - start
+        if checkpoint is not None:
+            self._write_resume(checkpoint, module, history, sampler, finished=True)
         self.history = history
         return history
+
+    # -- resume -------------------------------------------------------------------------------------
+    def _write_resume(self, path: Path, module: torch.nn.Module, history: History, sampler, *, finished: bool,
+                      epoch: int = -1, stop: bool = False, optimizer=None, scheduler=None, average=None,
+                      best: tuple = (-math.inf, None, 0)) -> None:
+        """The resume checkpoint of :func:`resumable` (read back with ``torch.load(weights_only=True)``)."""
+        payload = {"finished": finished, "epoch": epoch, "stop": stop, "module": module.state_dict(),
+                   "history": asdict(history), "random": _random_states(sampler),
+                   "autocast": self.autocast_dtype is not None}
+        if not finished:
+            payload.update(optimizer=optimizer.state_dict(),
+                           scheduler=None if scheduler is None else scheduler.state_dict(),
+                           average=None if average is None else average.state_dict(),
+                           best_score=float(best[0]), best_state=best[1], bad_epochs=int(best[2]))
+        write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+    @staticmethod
+    def _read_resume(path: Path) -> dict:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
+            raise UnreadableFileError(path, f"not a readable resume checkpoint ({exc}); delete it to train "
+                                            "this model from the start") from exc
 
     def _train_epoch(self, model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                      history: History, average: AveragedModel | None) -> tuple[float, int]:

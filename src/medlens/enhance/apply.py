@@ -22,6 +22,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from medlens.data.readers.nifti import read_nifti, write_nifti
+from medlens.data.readers.pictures import read_picture
 from medlens.enhance.autoencoder import Denoiser
 from medlens.enhance.dicom_out import derived_dataset, read_slice, write_derived_slice
 from medlens.errors import MedlensError, MissingPathError, UnreadableFileError
@@ -90,18 +91,13 @@ def denoise_nifti(model: Denoiser, path: Path, out_dir: Path, modality: str | No
 
 
 def denoise_picture(model: Denoiser, path: Path, out_dir: Path, modality: str | None) -> Path:
-    try:
-        with Image.open(path) as picture:
-            array = np.asarray(picture)
-    except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError
-        raise UnreadableFileError(path, f"cannot read the picture ({exc})") from exc
-    image = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    image = read_picture(path).array  # (C, H, W), size checked before decoding
     model.check_input(modality, image.shape[0], str(path))
     if model.spatial_dims != 2:
         raise MedlensError(f"{path}: a 3D model cannot denoise a 2D picture")
     out = model.denoise(image[None].astype(np.float32), where=str(path))[0]
-    info = np.iinfo(array.dtype) if np.issubdtype(array.dtype, np.integer) else np.iinfo(np.uint8)
-    out = np.clip(np.rint(out), info.min, info.max).astype(array.dtype if array.dtype.kind in "ui" else np.uint8)
+    info = np.iinfo(image.dtype) if np.issubdtype(image.dtype, np.integer) else np.iinfo(np.uint8)
+    out = np.clip(np.rint(out), info.min, info.max).astype(image.dtype if image.dtype.kind in "ui" else np.uint8)
     picture = Image.fromarray(out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1))
     return write_atomically(_target(out_dir, path).with_suffix(".png"), lambda tmp: picture.save(tmp, format="PNG"))
 

@@ -13,9 +13,10 @@ minimises
     L = ‖X − X̂‖² / n + w · (1 − SSIM(X, X̂))  (``loss="mse+ssim"``, MONAI's ``SSIMLoss``, weight ``w``)
 
 with X the clean image and Y = noise(X) drawn afresh for every sample of every epoch from a seeded
-generator (:mod:`medlens.enhance.noise`), optionally on random patches. The trained model is saved as
-``weights.safetensors`` plus ``manifest.json`` (architecture, modality, channels, intensity window, noise
-model, training history), never as a pickle; :meth:`Denoiser.load` checks the manifest.
+generator (:mod:`medlens.enhance.noise`), optionally on random patches. The trained model is saved as a
+``denoiser`` bundle (:mod:`medlens.deploy.bundle`): ``weights.safetensors`` plus a manifest (architecture,
+modality, channels, intensity window, noise model, training history) under an integrity record, never as a
+pickle; :meth:`Denoiser.load` reads it through the bundle checks.
 
 References
 ----------
@@ -26,7 +27,6 @@ References
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -35,17 +35,14 @@ import numpy as np
 import torch
 from monai.losses import SSIMLoss
 from monai.networks.nets import AutoEncoder
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from medlens import __version__
+from medlens.deploy.bundle import BundleReader, load_bundle, register_kind, write_arrays, write_bundle
 from medlens.engine.trainer import History, TrainConfig, Trainer
 from medlens.enhance.noise import NoiseModel, make_noise
-from medlens.errors import ConfigError, GeometryError, MissingPathError, ModelError, UnreadableFileError
-from medlens.files import write_atomically, write_text_atomically
+from medlens.errors import ConfigError, GeometryError, ModelError, UnreadableFileError
 
-MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 LOSSES = ("mse", "mse+ssim")
 
@@ -297,12 +294,10 @@ class Denoiser:
 
     # -- persistence --------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        """Everything but the weights, as plain JSON values."""
+        """Everything but the weights, as plain JSON values (the bundle adds format, kind and version)."""
         cfg = asdict(self.train_config)
         history = None if self.history is None else asdict(self.history)
         return {
-            "kind": "medlens-denoiser",
-            "medlens_version": __version__,
             "spatial_dims": self.spatial_dims,
             "in_channels": self.in_channels,
             "modality": self.modality,
@@ -320,48 +315,16 @@ class Denoiser:
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``weights.safetensors`` and ``manifest.json`` into ``folder`` (each via a temp file + rename)."""
+        """Write the model as a ``denoiser`` bundle at ``folder`` (replacing one there as a whole)."""
         if not self.fitted:
             raise ModelError(f"{folder}: cannot save a denoiser that has not been trained")
-        folder = Path(folder)
-        state = {k: v.contiguous() for k, v in self.network.state_dict().items()}
-        write_atomically(folder / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-        write_text_atomically(folder / MANIFEST, json.dumps(self.manifest(), indent=2, allow_nan=True))
-        return folder
+        arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in self.network.state_dict().items()}
+        return write_bundle(folder, "denoiser", self.manifest(), {WEIGHTS: write_arrays(arrays)})
 
     @classmethod
     def load(cls, folder: str | Path) -> "Denoiser":
-        """A trained denoiser from a folder written by :meth:`save`."""
-        folder = Path(folder)
-        manifest_path, weights = folder / MANIFEST, folder / WEIGHTS
-        for path in (manifest_path, weights):
-            if not path.is_file():
-                raise MissingPathError(path, "denoiser file (a model folder holds manifest.json and "
-                                             "weights.safetensors)")
-        try:
-            m = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UnreadableFileError(manifest_path, f"not valid JSON ({exc})") from exc
-        if m.get("kind") != "medlens-denoiser":
-            raise UnreadableFileError(manifest_path, f"kind is {m.get('kind')!r}, not 'medlens-denoiser'")
-        noise = dict(m["noise"])
-        architecture = {"residual_scale": 1.0, **m["architecture"]}  # manifests before the scale: s = 1
-        train_keys = {f.name for f in fields(TrainConfig)}
-        model = cls(spatial_dims=m["spatial_dims"], in_channels=m["in_channels"], modality=m["modality"],
-                    window=tuple(m["window"]), noise=noise.pop("name"), noise_params=noise,
-                    loss=m["loss"]["name"], ssim_weight=m["loss"]["ssim_weight"], patch=m["patch"],
-                    samples_per_epoch=m["samples_per_epoch"], progress=False,
-                    **{k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()},
-                    **{k: v for k, v in m["train"].items() if k in train_keys})
-        try:
-            state = load_file(str(weights))
-            model.network.load_state_dict(state)
-        except Exception as exc:  # safetensors raises its own error types; a mismatch raises RuntimeError
-            raise UnreadableFileError(weights, f"weights do not fit the manifest's network ({exc})") from exc
-        if m.get("history"):
-            model.history = History(**m["history"])
-        model.fitted = True
-        return model
+        """A trained denoiser from a bundle written by :meth:`save` (checked by :func:`medlens.deploy.bundle.open_bundle`)."""
+        return load_bundle(folder, kind="denoiser")
 
     def check_input(self, modality: str | None, channels: int, where: str) -> None:
         """Refuse an input of another modality (when known) or channel count, naming ``where``."""
@@ -371,3 +334,25 @@ class Denoiser:
                              f"{modality.upper()}; train a model for this modality")
         if channels != self.in_channels:
             raise ModelError(f"{where}: the model takes {self.in_channels} channel(s), this input has {channels}")
+
+
+@register_kind("denoiser")
+def read_denoiser(reader: BundleReader) -> Denoiser:
+    """Rebuild a trained :class:`Denoiser` from a checked ``denoiser`` bundle."""
+    m = reader.manifest
+    noise = dict(m["noise"])
+    train_keys = {f.name for f in fields(TrainConfig)}
+    model = Denoiser(spatial_dims=m["spatial_dims"], in_channels=m["in_channels"], modality=m["modality"],
+                     window=tuple(m["window"]), noise=noise.pop("name"), noise_params=noise,
+                     loss=m["loss"]["name"], ssim_weight=m["loss"]["ssim_weight"], patch=m["patch"],
+                     samples_per_epoch=m["samples_per_epoch"], progress=False,
+                     **{k: tuple(v) if isinstance(v, list) else v for k, v in m["architecture"].items()},
+                     **{k: v for k, v in m["train"].items() if k in train_keys})
+    try:
+        model.network.load_state_dict({k: torch.from_numpy(v) for k, v in reader.arrays(WEIGHTS).items()})
+    except RuntimeError as exc:
+        raise UnreadableFileError(reader.path(WEIGHTS), f"weights do not fit the manifest's network ({exc})") from exc
+    if m.get("history"):
+        model.history = History(**m["history"])
+    model.fitted = True
+    return model

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from medlens.data.readers.dicom import read_dicom
 from medlens.data.readers.medmnist import load_medmnist
 from medlens.data.readers.nifti import read_nifti
+from medlens.data.readers.pictures import read_picture
 from medlens.enhance.apply import PICTURES
 from medlens.errors import GeometryError, MissingPathError, UnreadableFileError
 
@@ -47,9 +46,7 @@ def load_images(paths: list[Path], spatial_dims: int = 2) -> tuple[list[np.ndarr
         elif name.endswith((".nii", ".nii.gz")):
             images += _slices(read_nifti(path).array.astype(np.float32), spatial_dims)
         elif path.suffix.lower() in PICTURES:
-            with Image.open(path) as picture:
-                array = np.asarray(picture, dtype=np.float32)
-            images += _slices(array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0), spatial_dims)
+            images += _slices(read_picture(path).array.astype(np.float32), spatial_dims)
         else:
             raise UnreadableFileError(path, "unknown format for training: give DICOM, NIfTI, a MedMNIST .npz "
                                             "or pictures")

@@ -194,29 +194,6 @@ def roc_points(y_true, p_pos) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return roc_curve(y, p, drop_intermediate=False)
 
 
-def threshold_for_sensitivity(y_true, p_pos, target: float = 0.95) -> float:
-    """The highest threshold whose sensitivity is at least ``target``.
-
-    Among thresholds ``t`` (the distinct scores), returns the largest with
-    SE(t) = #{positives with p >= t} / #positives >= ``target``; it gives the best specificity
-    achievable at that sensitivity.
-    """
-    if not 0.0 < target <= 1.0:
-        raise ConfigError(f"metrics: target sensitivity must be in (0, 1], got {target}")
-    _, tpr, thr = roc_points(y_true, p_pos)
-    return float(thr[np.argmax(tpr >= target)])
-
-
-def youden_threshold(y_true, p_pos) -> float:
-    """The threshold maximising Youden's J = SE + SP − 1 (Youden 1950, Cancer 3:32-35).
-
-    Ties go to the highest threshold. Samples with ``p_pos >= threshold`` are positive.
-    """
-    fpr, tpr, thr = roc_points(y_true, p_pos)
-    j = tpr[1:] - fpr[1:]  # thr[0] is +inf: calls nothing positive
-    return float(thr[1:][np.argmax(j)])
-
-
 def _mask_inputs(pred, true) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(pred)
     b = np.asarray(true)

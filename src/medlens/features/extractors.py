@@ -167,16 +167,27 @@ class AutoencoderExtractor:
         return [f"{self.name}_{stat}_c{i}" for stat in ("mean", "max") for i in range(c)]
 
 
-def make_extractor(method: str, **params) -> Extractor:
-    """``gabor``, ``cnn``, ``transfer`` (needs ``pretrain=ArrayDataset``) or ``ae`` (``pretrain=`` images optional)."""
-    if method == "gabor":
-        return GaborExtractor(**params)
-    if method == "cnn":
-        return CNNExtractor(**params)
-    if method == "transfer":
-        if params.get("pretrain") is None:
+class TransferExtractor(CNNExtractor):
+    """:class:`CNNExtractor` pretrained on another labelled dataset (``pretrain``, required)."""
+
+    def __init__(self, pretrain: ArrayDataset | None = None, **params):
+        if pretrain is None:
             raise ConfigError("features.transfer: needs a source dataset (pretrain=...)")
-        return CNNExtractor(**params)
-    if method == "ae":
-        return AutoencoderExtractor(**params)
-    raise ConfigError(f"features: unknown method {method!r}; use gabor, cnn, transfer or ae")
+        super().__init__(pretrain=pretrain, **params)
+
+
+#: Extraction method → (extractor class, whether it trains (takes ``epochs`` and ``seed``), what ``pretrain``
+#: it takes: ``"dataset"`` (labelled), ``"images"`` or None).
+EXTRACTORS: dict[str, tuple[type, bool, str | None]] = {
+    "gabor": (GaborExtractor, False, None),
+    "cnn": (CNNExtractor, True, None),
+    "transfer": (TransferExtractor, True, "dataset"),
+    "ae": (AutoencoderExtractor, True, "images"),
+}
+
+
+def make_extractor(method: str, **params) -> Extractor:
+    """The extractor of ``method`` (a key of :data:`EXTRACTORS`) with ``params``."""
+    if method not in EXTRACTORS:
+        raise ConfigError(f"features: unknown method {method!r}; use {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[method][0](**params)

@@ -1,7 +1,8 @@
 """Feature tables on disk: one ``.npz`` with ``features``, ``labels``, ``ids``, ``feature_names`` and ``meta``.
 
 ``meta`` is a JSON string (extractor, dataset, split, seed, medlens version), so the file loads with
-``np.load(path)`` and no pickle (``allow_pickle=False``).
+``np.load(path)`` and no pickle (``allow_pickle=False``); medlens reads it through
+:func:`medlens.data.readers.npz.open_npz` (sizes checked before decompressing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medlens.data.readers.npz import open_npz
 from medlens.errors import BadArchiveError, GeometryError, MedlensError, MissingPathError
 from medlens.files import write_atomically
 
@@ -38,14 +40,14 @@ def load_features(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingPathError(path, "feature file")
+    with open_npz(path) as archive:
+        missing = [k for k in KEYS if k not in archive]
+        if missing:
+            raise BadArchiveError(path, f"missing keys {missing}; write it with `medlens features extract`")
+        table = {k: archive.read(k) for k in KEYS}
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in KEYS if k not in archive.files]
-            if missing:
-                raise BadArchiveError(path, f"missing keys {missing}; write it with `medlens features extract`")
-            table = {k: archive[k] for k in KEYS}
-    except (OSError, ValueError) as exc:
-        raise BadArchiveError(path, f"not a readable npz feature file ({exc})") from exc
-    table["meta"] = json.loads(str(table["meta"]))
+        table["meta"] = json.loads(str(table["meta"]))
+    except ValueError as exc:
+        raise BadArchiveError(path, f"meta is not JSON ({exc})") from exc
     table["feature_names"] = [str(n) for n in table["feature_names"]]
     return table

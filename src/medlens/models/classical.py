@@ -31,6 +31,7 @@ from sklearn.svm import SVC
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, ModelError
+from medlens.models.base import FEATURES, Capabilities, ModelState
 from medlens.models.features import select_features
 from medlens.models.registry import register
 
@@ -71,6 +72,27 @@ class _FeatureClassifier(ABC):
             raise ModelError(f"models.{self.name}: predict_proba called before fit")
         return _full_proba(self.pipeline_, select_features(data, self.features), self.n_classes_)
 
+    # ------------------------------------------------------------------ the model contract
+    capabilities = Capabilities(inputs=frozenset({FEATURES}))
+    """Tabular features in; no explanation, no ONNX graph."""
+
+    #: Fitted attributes besides the pipeline that describe the model (kept in its state).
+    _described: tuple[str, ...] = ()
+
+    def state(self) -> ModelState:
+        """The fitted scaler + classifier pipeline (a scikit-learn object, written with skops)."""
+        if self.pipeline_ is None:
+            raise ModelError(f"models.{self.name}: the model is not fitted")
+        meta = {"n_classes": int(self.n_classes_), **{k: getattr(self, k) for k in self._described}}
+        return ModelState(meta=meta, estimators={"pipeline": self.pipeline_})
+
+    def load_state(self, state: ModelState) -> "_FeatureClassifier":
+        self.n_classes_ = int(state.meta["n_classes"])
+        for key in self._described:
+            setattr(self, key, state.meta[key])
+        self.pipeline_ = state.estimators["pipeline"]
+        return self
+
 
 @register("svm")
 class SVMClassifier(_FeatureClassifier):
@@ -97,6 +119,7 @@ class SVMClassifier(_FeatureClassifier):
     """
 
     name = "svm"
+    _described = ("best_params_", "n_support_vectors_")
 
     def __init__(self, C: float = 1.0, gamma: float | str = "scale", features: str | Sequence[str] = "all",
                  class_weight: str | None = None, grid: bool | dict[str, list[Any]] | None = None, cv: int = 3,
@@ -154,6 +177,7 @@ class LogisticModel(_FeatureClassifier):
     """
 
     name = "logistic"
+    _described = ("n_parameters",)
 
     def __init__(self, C: float = 1.0, features: str | Sequence[str] = "all", class_weight: str | None = None,
                  seed: int = 0):

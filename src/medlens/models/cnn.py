@@ -36,6 +36,8 @@ from medlens.data.dataset import ArrayDataset
 from medlens.engine.trainer import Trainer, TrainConfig
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.splits import inner_validation_split
+from medlens.models.base import GRADCAM_METHODS, IMAGE, OCCLUSION, Capabilities, ModelState, NetworkView, \
+    state_dict_of, tensor_arrays
 from medlens.models.losses import LOSSES, AuxiliaryTargetLoss, classification_loss
 from medlens.models.mlp import class_weights
 from medlens.models.registry import register
@@ -145,6 +147,38 @@ def keep_class_outputs(network: nn.Sequential, n_classes: int) -> None:
         cut.weight.copy_(head.weight[:n_classes])
         cut.bias.copy_(head.bias[:n_classes])
     network[-1] = cut
+
+
+def last_conv_block(network: nn.Module) -> str:
+    """Name (as in ``named_modules``) of the network's last convolutional block: the layer Grad-CAM explains.
+
+    The last top-level child that contains a convolution (a residual block); when that child is a
+    bare convolution (the compact net's conv-BN-ReLU-pool), the block ends at the pooling layer that
+    follows it, whose output is the block's feature map.
+    """
+    children = list(network.named_children())
+    convs = [i for i, (_, child) in enumerate(children)
+             if any(isinstance(m, nn.modules.conv._ConvNd) for m in child.modules())]
+    if not convs:
+        raise ModelError("explain: the network has no convolutional layer for Grad-CAM")
+    last = convs[-1]
+    if isinstance(children[last][1], nn.modules.conv._ConvNd):
+        pools = [i for i in range(last + 1, len(children))
+                 if isinstance(children[i][1], (nn.MaxPool2d, nn.MaxPool3d))]
+        if pools:
+            last = pools[0]
+    return children[last][0]
+
+
+class StandardisedNetwork(nn.Module):
+    """``network((x − mean) / std)``: a fitted CNN from model-ready images to class logits, one module."""
+
+    def __init__(self, network: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.network, self.mean, self.std = network, float(mean), float(std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network((x - self.mean) / self.std)
 
 
 def validation_score(outputs: Tensor, targets: Tensor) -> float:
@@ -348,3 +382,56 @@ class CNNClassifier:
             raise ModelError("models.cnn: predict_proba called before fit")
         logits = self.trainer_.predict(self._tensors(data), batch_size=256)
         return torch.softmax(logits.double(), dim=1).numpy()
+
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def capabilities(self) -> Capabilities:
+        """Images in; Grad-CAM, Grad-CAM++ and occlusion; exports to ONNX."""
+        return Capabilities(inputs=frozenset({IMAGE}), explain=(*GRADCAM_METHODS, OCCLUSION), onnx=True)
+
+    def _fitted_network(self) -> nn.Module:
+        if self.trainer_ is None:
+            raise ModelError("models.cnn: the model is not fitted")
+        return self.network_
+
+    def state(self) -> ModelState:
+        """The network's weights, and its input scaling, dimensionality and class count."""
+        network = self._fitted_network()
+        first_conv = next(m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
+        return ModelState(arrays=tensor_arrays(network.state_dict()),
+                          meta={"spatial_dims": int(self.spatial_dims_), "n_classes": int(self.n_classes_),
+                                "in_channels": int(first_conv.in_channels), "mean": float(self.mean_),
+                                "std": float(self.std_)})
+
+    def load_state(self, state: ModelState) -> "CNNClassifier":
+        """Rebuild the fitted network from :meth:`state` (its auxiliary outputs were cut before saving)."""
+        meta = state.meta
+        build = compact_cnn if self.arch == "compact" else cifar_resnet
+        size = {"depth": self.depth} if self.arch == "compact" else {"blocks": self.blocks}
+        network = build(meta["spatial_dims"], meta["in_channels"], meta["n_classes"], width=self.width,
+                        dropout=self.dropout, **size)
+        network.load_state_dict(state_dict_of(state.arrays))
+        self.spatial_dims_, self.n_classes_ = meta["spatial_dims"], meta["n_classes"]
+        self.mean_, self.std_ = meta["mean"], meta["std"]
+        self.network_ = network.eval()
+        self.n_parameters = sum(p.numel() for p in network.parameters())
+        self.trainer_ = Trainer(network, torch.nn.functional.cross_entropy, self._config())
+        return self
+
+    def explain_networks(self) -> list[NetworkView]:
+        """The network, its last convolutional block and the input standardisation, for Grad-CAM."""
+        network = self._fitted_network()
+
+        def prepare(images: np.ndarray) -> Tensor:
+            images = np.asarray(images, dtype=np.float32)
+            if images.ndim != self.spatial_dims_ + 2:
+                raise ModelError(f"explain: the model takes {self.spatial_dims_}D images (N, C, ...), "
+                                 f"got shape {images.shape}")
+            return self.standardise(torch.from_numpy(images))
+
+        return [NetworkView(network, last_conv_block(network), prepare, int(self.spatial_dims_))]
+
+    def export_graph(self) -> nn.Module:
+        """One module from model-ready images to class logits (standardisation included)."""
+        network = self._fitted_network()
+        return StandardisedNetwork(network, self.mean_, self.std_)

@@ -19,6 +19,7 @@ import numpy as np
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError
+from medlens.models.base import Capabilities, ModelState, NetworkView
 from medlens.models.registry import build, register
 
 
@@ -41,7 +42,7 @@ class Ensemble:
     name = "ensemble"
 
     def __init__(self, model: str, members: int = 5, params: dict[str, Any] | None = None, seed: int = 0):
-        if model == "ensemble":
+        if model == self.name:
             raise ConfigError("models.ensemble.model: an ensemble of ensembles is not supported")
         if int(members) < 2:
             raise ConfigError(f"models.ensemble.members: at least 2 members, got {members}")
@@ -67,3 +68,26 @@ class Ensemble:
     def predict_proba(self, data: ArrayDataset) -> np.ndarray:
         """``(N, K)`` mean of the members' probabilities."""
         return np.mean([np.asarray(m.predict_proba(data), dtype=np.float64) for m in self.members], axis=0)
+
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def capabilities(self) -> Capabilities:
+        """The members' inputs and the explanation methods they all support; no single ONNX graph."""
+        first = self.members[0].capabilities
+        return Capabilities(inputs=first.inputs, explain=first.explain)
+
+    def state(self) -> ModelState:
+        """Every member's state, under ``member<m>``."""
+        state = ModelState(meta={"members": len(self.members)})
+        for m, member in enumerate(self.members):
+            state.nest(f"member{m}", member.state())
+        return state
+
+    def load_state(self, state: ModelState) -> "Ensemble":
+        for m, member in enumerate(self.members):
+            member.load_state(state.part(f"member{m}"))
+        return self
+
+    def explain_networks(self) -> list[NetworkView]:
+        """Every member's networks: the ensemble's Grad-CAM is the mean of its members' maps."""
+        return [view for member in self.members for view in member.explain_networks()]

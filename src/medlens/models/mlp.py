@@ -13,6 +13,12 @@ For imbalanced classes: ``class_weight="balanced"`` weights each sample's loss b
 ``batch_size``) with replacement, sample i with probability ∝ 1 / n_{y_i}
 (:class:`torch.utils.data.WeightedRandomSampler`), so classes are seen equally often.
 
+The network trains in its own loop of full-batch steps, not through :class:`medlens.engine.trainer.Trainer`:
+the Trainer runs one epoch (its data loader, loss bookkeeping, scheduler and early-stopping checks) per
+step here, which took 1.95× the time of this loop for the default study's ``bp`` on one LIDC fold
+(``benchmarks/speed/bench_bp_loop.py``), and its early stopping watches a validation *score* every epoch
+where this loop watches the validation loss every ``eval_every`` iterations.
+
 The hidden activation defaults to the logistic sigmoid, the unit of the classical BP network: with
 one or two hidden layers on standardised inputs its vanishing gradient does not bite, and it keeps
 the model the reference describes. ``tanh`` (zero-centred) and ``relu`` are options; Xavier/Glorot
@@ -34,6 +40,7 @@ from torch.utils.data import WeightedRandomSampler
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, ModelError
 from medlens.engine.threads import torch_threads
+from medlens.models.base import FEATURES, IMAGE, OCCLUSION, Capabilities, ModelState, state_dict_of, tensor_arrays
 from medlens.models.features import INPUTS, design_matrix
 from medlens.models.losses import LOSSES, focal_loss
 from medlens.models.registry import register
@@ -254,3 +261,37 @@ class BPNetwork:
             p = torch.sigmoid(logits[:, 0]).numpy()
             return np.column_stack([1.0 - p, p])
         return torch.softmax(logits, dim=1).numpy()
+
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def capabilities(self) -> Capabilities:
+        """Tabular features in (no explanation), or the flattened image (occlusion explains it)."""
+        if self.inputs == "pixels":
+            return Capabilities(inputs=frozenset({IMAGE}), explain=(OCCLUSION,))
+        return Capabilities(inputs=frozenset({FEATURES}))
+
+    def state(self) -> ModelState:
+        """The network's weights and the input standardisation (means, scales, variances)."""
+        if self.network_ is None:
+            raise ModelError("models.bp: the model is not fitted")
+        scaler = self.scaler_
+        arrays = tensor_arrays(self.network_.state_dict())
+        arrays.update(scaler_mean=scaler.mean_, scaler_scale=scaler.scale_, scaler_var=scaler.var_)
+        return ModelState(arrays=arrays, meta={"n_classes": int(self.n_classes_),
+                                               "n_inputs": int(scaler.n_features_in_)})
+
+    def load_state(self, state: ModelState) -> "BPNetwork":
+        """Rebuild the scaler and the network from :meth:`state`."""
+        self.n_classes_ = int(state.meta["n_classes"])
+        scaler = StandardScaler()
+        scaler.mean_ = np.asarray(state.arrays["scaler_mean"], dtype=np.float64)
+        scaler.scale_ = np.asarray(state.arrays["scaler_scale"], dtype=np.float64)
+        scaler.var_ = np.asarray(state.arrays["scaler_var"], dtype=np.float64)
+        scaler.n_features_in_ = int(state.meta["n_inputs"])
+        scaler.n_samples_seen_ = 0
+        self.scaler_ = scaler
+        network = self._network(scaler.n_features_in_, 1 if self.n_classes_ == 2 else self.n_classes_)
+        network.load_state_dict(state_dict_of(state.arrays))
+        self.network_ = network.eval()
+        self.n_parameters = sum(p.numel() for p in network.parameters())
+        return self

@@ -2,31 +2,18 @@
 
 Each model family registers its builder with :func:`register`; a study looks models up by name with
 :func:`build`. Builders take keyword parameters from the study config and return an unfitted model
-that follows :class:`Model`.
+that follows the contract :class:`medlens.models.base.Model`. Adding a family means writing one file in
+``medlens/models/`` (a class decorated with ``@register("name")``) and naming it in
+:data:`_FAMILY_MODULES`; nothing else asks for a model's name.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
-import numpy as np
-
-from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError
-
-
-@runtime_checkable
-class Model(Protocol):
-    """What a study needs of a model."""
-
-    name: str
-
-    def fit(self, train: ArrayDataset, val: ArrayDataset | None = None) -> "Model": ...
-
-    def predict_proba(self, data: ArrayDataset) -> np.ndarray:
-        """``(N, n_classes)`` probabilities; rows sum to 1."""
-        ...
+from medlens.models.base import Model
 
 
 _BUILDERS: dict[str, Callable[..., Model]] = {}

@@ -42,6 +42,7 @@ from medlens.data.dataset import ArrayDataset
 from medlens.engine.trainer import TrainConfig, Trainer
 from medlens.errors import ConfigError, ModelError
 from medlens.evaluate.splits import inner_validation_split
+from medlens.models.base import IMAGE, OCCLUSION, Capabilities, ModelState, state_dict_of, tensor_arrays
 from medlens.models.cnn import compact_cnn, validation_score
 from medlens.models.mlp import class_weights
 from medlens.models.registry import build, register
@@ -218,6 +219,31 @@ class CNNLSTM:
         logits = self.trainer_.predict(self._tensors(data), batch_size=128)
         return torch.softmax(logits.double(), dim=1).numpy()
 
+    # ------------------------------------------------------------------ the model contract
+    capabilities = Capabilities(inputs=frozenset({IMAGE}), explain=(OCCLUSION,))
+    """Volumes in; occlusion explains them (the slice encoder's maps are per slice, not per volume)."""
+
+    def state(self) -> ModelState:
+        """The network's weights, its input channels, class count and input scaling."""
+        if self.trainer_ is None:
+            raise ModelError("models.cnn_lstm: the model is not fitted")
+        in_channels = next(m for m in self.network_.modules() if isinstance(m, nn.Conv2d)).in_channels
+        return ModelState(arrays=tensor_arrays(self.network_.state_dict()),
+                          meta={"in_channels": int(in_channels), "n_classes": int(self.n_classes_),
+                                "mean": float(self.mean_), "std": float(self.std_)})
+
+    def load_state(self, state: ModelState) -> "CNNLSTM":
+        meta = state.meta
+        module = CNNRNN(meta["in_channels"], meta["n_classes"], self.cell, self.hidden, self.layers,
+                        self.bidirectional, self.pooling, self.width, self.depth, self.dropout)
+        module.load_state_dict(state_dict_of(state.arrays))
+        self.n_classes_, self.mean_, self.std_ = meta["n_classes"], meta["mean"], meta["std"]
+        self.network_ = module.eval()
+        self.n_parameters = sum(p.numel() for p in module.parameters())
+        self.trainer_ = Trainer(module, nn.functional.cross_entropy,
+                                TrainConfig(amp=self.amp, channels_last=False, seed=self.seed, progress=False))
+        return self
+
 
 def _flip_slices(x: torch.Tensor) -> torch.Tensor:
     """Flip each sample's in-slice axes (H, W of ``(B, C, T, H, W)``) with probability 1/2 each."""
@@ -298,3 +324,15 @@ class VolumeViewModel:
 
     def predict_proba(self, data: ArrayDataset) -> np.ndarray:
         return self.inner.predict_proba(_viewed(data, self.view, self.axis))
+
+    # ------------------------------------------------------------------ the model contract
+    capabilities = Capabilities(inputs=frozenset({IMAGE}), explain=(OCCLUSION,))
+    """Volumes in; occlusion explains the volume (the 2D model's maps would cover only its view)."""
+
+    def state(self) -> ModelState:
+        return ModelState().nest("inner", self.inner.state())
+
+    def load_state(self, state: ModelState) -> "VolumeViewModel":
+        self.inner.load_state(state.part("inner"))
+        self.n_parameters = getattr(self.inner, "n_parameters", None)
+        return self

@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medlens.data.dataset import ArrayDataset
 from medlens.errors import ConfigError, ModelError
+from medlens.models.base import FEATURES, Capabilities, ModelState
 from medlens.models.features import select_features, selected_feature_names
 from medlens.models.mlp import BPNetwork
 from medlens.models.registry import register
@@ -121,3 +122,23 @@ class TwoStageModel:
         if self.network_ is None:
             raise ModelError("models.twostage: predict_proba called before fit")
         return self.network_.predict_proba(self._augmented(data))
+
+    # ------------------------------------------------------------------ the model contract
+    capabilities = Capabilities(inputs=frozenset({FEATURES}))
+    """Tabular features in; no explanation, no ONNX graph."""
+
+    def state(self) -> ModelState:
+        """Stage 1 (scaler and clusterer, scikit-learn objects written with skops) and stage 2's BP network."""
+        if self.network_ is None:
+            raise ModelError("models.twostage: the model is not fitted")
+        state = ModelState(meta={"feature_names": list(self.feature_names_)},
+                           estimators={"scaler": self.scaler_, "clusterer": self.clusterer_})
+        return state.nest("bp", self.network_.state())
+
+    def load_state(self, state: ModelState) -> "TwoStageModel":
+        self.scaler_, self.clusterer_ = state.estimators["scaler"], state.estimators["clusterer"]
+        self.feature_names_ = list(state.meta["feature_names"])
+        self.network_ = BPNetwork(**self.bp, inputs="features", features="all", seed=self.seed)
+        self.network_.load_state(state.part("bp"))
+        self.n_parameters = self.network_.n_parameters
+        return self

@@ -1,10 +1,18 @@
 """The one place where the PACS workflow uses trained bundles: load them, segment a series, classify lesions.
 
 Everything else in :mod:`medlens.pacs` sees bundles only through this module, built on the public functions
-of today's bundle formats: :func:`medlens.deploy.bundle.load_bundle` and
-:func:`medlens.deploy.predict.predict_files` (classifier bundles: ``manifest.json``, ``weights.pt``), and
-:func:`medlens.segment.train.load_bundle` and :func:`medlens.segment.infer.segment_image` (segmentation
-bundles: ``plan.json``, ``model.pt``).
+of today's bundle formats:
+
+=====================  ==============================================================================
+classifier bundles     :func:`medlens.deploy.classifier.load_classifier` (format 2, ``checksums.sha256``);
+                       lesions classified by :func:`medlens.deploy.predict.predict_files` with a
+                       :class:`medlens.deploy.predict_volume.LesionSelection` (the rows of ``medlens
+                       predict``); what the model reads from ``capabilities.inputs``
+segmenter bundles      :func:`medlens.segment.train.load_bundle` (``plan.json`` + ``model.pt``); masks by
+                       :func:`medlens.segment.infer.segment_image`
+=====================  ==============================================================================
+
+When the bundle formats change, this module is the one to re-point.
 
 A bundle's identity, written into every DICOM object made from it, is its folder name, its kind and a
 **digest**: SHA-256 over the sorted lines ``<relative path> <sha256 of the file>`` of every file in the
@@ -96,28 +104,28 @@ class Prediction:
 
 
 def load_model(path: str | Path) -> Classifier | Segmenter:
-    """Load a classifier bundle (``manifest.json``) or a segmentation bundle (``plan.json`` + ``model.pt``)."""
+    """Load a segmentation bundle (``plan.json`` + ``model.pt``, from ``medlens segment train``) or a
+    classifier bundle (``medlens train``); anything else is refused by the classifier loader, which names
+    what it found."""
     folder = Path(path)
-    if (folder / "manifest.json").is_file():
-        return _load_classifier(folder)
     if (folder / "plan.json").is_file():
         return _load_segmenter(folder)
-    raise ConfigError(f"{folder}: not a bundle (neither manifest.json, written by `medlens train`, nor plan.json "
-                      "and model.pt, written by `medlens segment train`)")
+    return _load_classifier(folder)
 
 
 def _load_classifier(folder: Path) -> Classifier:
-    from medlens.deploy.bundle import load_bundle
+    from medlens.deploy.classifier import load_classifier
+    from medlens.deploy.predict import input_kind
 
-    bundle = load_bundle(folder)
-    if len(bundle.image_shape) != 4 or bundle.config.data.builder != "lidc_nodules":
-        raise ConfigError(f"{folder}: a PACS series needs a 3D lesion bundle (trained on lesion cubes, builder "
-                          f"lidc_nodules); this one takes images of shape {bundle.image_shape}")
+    bundle = load_classifier(folder)
+    if input_kind(bundle) != "ct-lesions":
+        raise ConfigError(f"{folder}: a PACS series needs a 3D lesion bundle (trained on CT lesion cubes); this one "
+                          f"reads {input_kind(bundle)} of shape {bundle.image_shape}")
     manifest = bundle.manifest
     identity = ModelIdentity(folder.name, CLASSIFIER, bundle_digest(folder), manifest["model"]["id"],
                              manifest.get("medlens_version"))
-    feature_patterns = manifest["model"]["params"].get("features") or []
-    needs_mask = manifest["model"]["name"] != "cnn" and any(p.startswith(("shape_", "hu_")) for p in feature_patterns)
+    # a model that reads tabular features of the lesion gets them measured on its mask (predict_volume)
+    needs_mask = "features" in bundle.capabilities.inputs
     rule = manifest.get("training", {}).get("operating_point") or "fixed threshold"
     return Classifier(identity, bundle, bundle.labels, bundle.threshold, rule, "CT", needs_mask)
 

@@ -16,8 +16,9 @@ Stages, each timed (:class:`Report` ``seconds``):
 8. **push** (when asked): send them and check what arrived (:mod:`medlens.pacs.push`).
 
 ``out`` also gets ``findings.csv`` (one row per lesion) and ``run.json`` (what ran, on what, how long, what
-was written and pushed). Those files name the patient by pseudonym only (:mod:`medlens.pacs.identity`)
-unless ``keep_identifiers``; the DICOM objects carry the patient module as DICOM requires.
+was written and pushed). Those files name the patient by pseudonym only (``patient_pseudonym``,
+:mod:`medlens.data.identifiers`) unless ``keep_identifiers``; the DICOM objects carry the patient module as
+DICOM requires.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ import pydicom
 
 import medlens
 from medlens.errors import ConfigError, MedlensError, PacsError
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import json_ready, write_csv_atomically, write_text_atomically
 from medlens.pacs.client import Pacs, SeriesRecord
-from medlens.pacs.identity import Identities
 from medlens.pacs.lesions import MIN_DIAMETER_MM, lesion_at, lesions_from_mask
 from medlens.pacs.models import Classifier, Segmenter, classify, segment
 from medlens.pacs.pull import choose_series, pull_study
@@ -65,7 +65,7 @@ class Report:
     study_uid: str
     series_uid: str = ""
     modality: str = ""
-    patient: str = ""
+    patient: dict = field(default_factory=dict)
     n_instances: int = 0
     models: list[dict] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
@@ -86,6 +86,15 @@ class _Clock:
         now = time.perf_counter()
         self.report.seconds[stage] = round(self.report.seconds.get(stage, 0.0) + now - self.start, 4)
         self.start = now
+
+
+def patient_fields(pulled, keep: bool) -> dict[str, str]:
+    """Who the study belongs to, as tables and logs may name it: ``patient_pseudonym``, or with ``keep`` the
+    patient's ID, name and birth date (:func:`medlens.data.identifiers.redact_identifiers`)."""
+    from medlens.data.identifiers import redact_identifiers
+
+    return redact_identifiers({"patient_id": pulled.patient_id, "patient_name": pulled.patient_name,
+                               "patient_birth_date": pulled.birth_date}, keep=keep)
 
 
 def split_models(models: list[Classifier | Segmenter]) -> tuple[Classifier | None, Segmenter | None]:
@@ -153,7 +162,6 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
     taken = [name for name in (SEG_FILE, SR_FILE, TABLE_FILE, RUN_FILE) if (out / name).exists()]
     if taken:
         raise MedlensError(f"{out}: already holds {', '.join(taken)}; write into another folder")
-    identities = Identities(keep=request.keep_identifiers)
     server = str(source.address)
     report = Report(server=server, study_uid=request.study_uid,
                     models=[{"bundle": m.identity.name, "kind": m.identity.kind, "model": m.identity.model_id,
@@ -168,7 +176,8 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
     say(f"pulling series {record.series_uid} ({record.modality}, {record.n_instances} instances) from {server}")
     with pull_study(source, request.study_uid, series_uids=[record.series_uid]) as pulled:
         series = pulled.series[0]
-        report.patient, report.n_instances = identities.patient(pulled.patient_id), pulled.n_instances
+        report.patient = patient_fields(pulled, request.keep_identifiers)
+        report.n_instances = pulled.n_instances
         clock.lap("pull")
         image = read_dicom(series.folder)
         by_uid = {str(h.SOPInstanceUID): h for h in (pydicom.dcmread(p, stop_before_pixels=True) for p in series.files)}
@@ -210,7 +219,7 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
         clock.lap("push")
     elif push_to is not None:
         report.notes.append("nothing to push: no object was written")
-    write_text_atomically(out / RUN_FILE, json.dumps(asdict(report), indent=2))
+    write_text_atomically(out / RUN_FILE, json.dumps(json_ready(asdict(report)), indent=2))
     return report
 
 
@@ -257,7 +266,7 @@ def _write_findings(out: Path, findings, classifier, report: Report, written: di
     rows = []
     for finding in findings:
         lesion, prediction = finding.lesion, finding.prediction
-        row = {"patient": report.patient, "study_uid": report.study_uid, "series_uid": report.series_uid,
+        row = {**report.patient, "study_uid": report.study_uid, "series_uid": report.series_uid,
                "finding": f"nodule {lesion.number}", "found_by": lesion.source,
                "z": lesion.centre_voxel[0], "y": lesion.centre_voxel[1], "x": lesion.centre_voxel[2],
                "x_mm": lesion.position_mm[0], "y_mm": lesion.position_mm[1], "z_mm": lesion.position_mm[2],
@@ -270,8 +279,7 @@ def _write_findings(out: Path, findings, classifier, report: Report, written: di
         rows.append(row)
         report.findings.append({k: row[k] for k in ("finding", "diameter_mm", f"p_{POSITIVE_LABEL}", "label")})
     if rows:
-        table = pd.DataFrame(rows)
-        write_atomically(out / TABLE_FILE, lambda tmp: table.to_csv(tmp, index=False))
+        write_csv_atomically(out / TABLE_FILE, pd.DataFrame(rows))
 
 
 def predict_study(bundles: list[Path], url: str, request: Request, *, push: bool = False, push_url: str | None = None,

@@ -253,8 +253,17 @@ def _provenance(results: dict) -> str:
     items = [("data md5", provenance.get("data_md5") or "n/a"), ("seed", provenance.get("seed")),
              ("wall time (s)", f"{wall:.1f}" if isinstance(wall, (int, float)) else wall)]
     items.extend((f"version: {name}", str(v)) for name, v in versions.items())
+    executed = provenance.get("executed") or {}
+    tasks = ""
+    if executed.get("kind") == "dask":
+        items.append(("executed on", f"Dask scheduler {executed.get('scheduler')}, {executed.get('workers')} "
+                                     "worker(s)"))
+        rows = "".join(f"<tr><td>{escape(str(task))}</td><td>{escape(str(worker))}</td></tr>"
+                       for task, worker in (executed.get("tasks") or {}).items())
+        tasks = ("<details><summary>Where each task ran</summary><table><tr><th>model / seed / fold</th>"
+                 f"<th>worker</th></tr>{rows}</table></details>")
     config = yaml.safe_dump(_plain(provenance.get("config") or {}), sort_keys=False, allow_unicode=True)
-    return ("<h2>Provenance</h2>" + _definitions(items)
+    return ("<h2>Provenance</h2>" + _definitions(items) + tasks
             + "<h3>Configuration</h3><pre>" + escape(config) + "</pre>")
 
 

@@ -1,7 +1,8 @@
 """Tables of a study's ``results.json``: metrics as rows, models as columns.
 
 Each model column holds its per-fold summary (mean ± std with the Student-t 95% interval, see
-:func:`medlens.evaluate.stats.summarize`); a ``reference`` entry in the results (a published design's
+:func:`medlens.evaluate.stats.summarize`; for a model trained with several seeds, the mean over seeds and
+the seeds' standard deviation, :func:`medlens.evaluate.summaries.average_over_seeds`); a ``reference`` entry in the results (a published design's
 figures) becomes one more column with its single values.
 
 Studies that record calibration and operating points (:mod:`medlens.study`) get more rows, after F1:
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import write_csv_atomically, write_text_atomically
 
 #: (row label, key in ``summary`` / ``reference``) in table order; train time is handled apart.
 METRIC_ROWS: tuple[tuple[str, str], ...] = (
@@ -48,7 +49,8 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _summary_cell(summary: dict) -> str:
-    """``"mean ± std [lo, hi]"``, or what of it is known."""
+    """``"mean ± std [lo, hi]"``, or what of it is known; with several training seeds also
+    ``"; seeds s.d. x (n)"``, the spread of the fold mean over seeds."""
     if not summary or math.isnan(_number(summary.get("mean"))):
         return "n/a"
     text = _fmt(summary["mean"])
@@ -57,6 +59,8 @@ def _summary_cell(summary: dict) -> str:
     lo, hi = (summary.get("ci95") or [math.nan, math.nan])[:2]
     if not (math.isnan(_number(lo)) or math.isnan(_number(hi))):
         text += f" [{_fmt(lo)}, {_fmt(hi)}]"
+    if "seed_std" in summary:
+        text += f"; seeds s.d. {_fmt(summary['seed_std'])} ({len(summary.get('seed_means') or [])})"
     return text
 
 
@@ -126,7 +130,8 @@ def metrics_table(results: dict) -> pd.DataFrame:
 
 
 def metrics_numeric(results: dict) -> pd.DataFrame:
-    """Numeric table for csv: one row per metric, columns ``<model>_mean``, ``_std``, ``_ci_lo``, ``_ci_hi``.
+    """Numeric table for csv: one row per metric, columns ``<model>_mean``, ``_std``, ``_ci_lo``, ``_ci_hi``
+    (and ``_seed_std`` for a model trained with several seeds).
 
     The train time row has ``train_seconds`` as its mean and NaN elsewhere. A ``reference`` column
     holds the reference design's values when the results have one.
@@ -138,15 +143,20 @@ def metrics_numeric(results: dict) -> pd.DataFrame:
         summary = result.get("summary", {})
         columns = {"mean": [], "std": [], "ci_lo": [], "ci_hi": []}
         entries = [summary.get(key) or {} for _, key in METRIC_ROWS] + [get(result) for _, get in extra]
+        if any("seed_std" in entry for entry in entries):
+            columns["seed_std"] = []
         for entry in entries:
             lo, hi = (entry.get("ci95") or [math.nan, math.nan])[:2]
             columns["mean"].append(_number(entry.get("mean")))
             columns["std"].append(_number(entry.get("std")))
             columns["ci_lo"].append(_number(lo))
             columns["ci_hi"].append(_number(hi))
+            if "seed_std" in columns:
+                columns["seed_std"].append(_number(entry.get("seed_std")))
         columns["mean"].append(_number(result.get("train_seconds")))
-        for part in ("std", "ci_lo", "ci_hi"):
-            columns[part].append(math.nan)
+        for part in columns:
+            if part != "mean":
+                columns[part].append(math.nan)
         for part, values in columns.items():
             table[f"{model}_{part}"] = values
     if results.get("reference"):
@@ -202,4 +212,4 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     numeric = metrics_numeric(results)
     return (write_text_atomically(out / "table.md", to_markdown(metrics_table(results))),
-            write_atomically(out / "table.csv", lambda tmp: numeric.to_csv(tmp, float_format="%.6g")))
+            write_csv_atomically(out / "table.csv", numeric, index=True, float_format="%.6g"))

@@ -27,14 +27,19 @@ Adam(lr 2e-4, β = (0.5, 0.999)), one discriminator step per generator step.
 λ = 10, ``n_critic = 5`` critic steps per generator step, Adam(lr 1e-4, β = (0, 0.9)), no
 normalisation in the critic. The critic gap ``E[D(x)] − E[D(x̃)]`` estimates the Wasserstein distance.
 
-Checkpoints are a folder: ``generator.pt`` and ``discriminator.pt`` (state dicts, read back with
-``torch.load(weights_only=True)``) and ``manifest.json`` (configuration, label names, image shape,
-training history summary).
+A trained GAN is a ``generator`` bundle (:mod:`medlens.deploy.bundle`): ``weights.safetensors`` (the
+generator's and the discriminator's weights, ``generator.*`` and ``discriminator.*``) and a manifest
+(configuration, label names, image shape, training history summary) under an integrity record.
+
+The GAN trains in its own loop, not through :class:`medlens.engine.trainer.Trainer`: each step alternates
+two players with two optimisers (the discriminator, ``n_critic`` times for WGAN-GP, then the generator),
+and the generator's loss is a function of the discriminator, while the Trainer fits one module to one loss
+with one optimiser. What the Trainer gives every other model and applies here too is shared: the allocator
+setting (:func:`medlens.engine.memory.keep_freed_memory`) and seeded generators.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,13 +49,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from medlens.deploy.bundle import BundleReader, load_bundle, register_kind, write_arrays, write_bundle
 from medlens.engine.memory import keep_freed_memory
-from medlens.errors import ConfigError, MissingPathError, UnreadableFileError
-from medlens.files import write_atomically, write_text_atomically
+from medlens.errors import ConfigError, UnreadableFileError
+from medlens.files import write_atomically
 
 KINDS = ("dcgan", "wgan-gp")
 SIZES = {28: (7, 2), 64: (4, 4)}  # image size -> (first map size, number of 2x upsamplings)
-MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
 
 
 @dataclass
@@ -189,9 +195,15 @@ class GAN:
         self.discriminator = Discriminator(config, spectral=config.kind == "dcgan")
         self.history = GANHistory()
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, progress: bool = False) -> GANHistory:
+    def fit(self, images: np.ndarray, labels: np.ndarray, progress: bool = False, checkpoint: str | Path | None = None,
+            every: int = 100) -> GANHistory:
         """Train on ``images`` ``(N, C, H, W)`` in [0, 1] with integer class ``labels`` for ``config.steps``
-        generator steps; returns (and keeps) the :class:`GANHistory`."""
+        generator steps; returns (and keeps) the :class:`GANHistory`.
+
+        With ``checkpoint`` (a file) the training state is written there every ``every`` generator steps (both
+        networks and optimisers, the step, the history and the random states), and a training that finds the file
+        continues from it, ending with the weights an uninterrupted training ends with.
+        """
         from rich.progress import Progress
 
         cfg = self.config
@@ -211,10 +223,13 @@ class GAN:
         batch = min(cfg.batch_size, len(x))
         self.generator.train()
         self.discriminator.train()
+        first = 0
+        if checkpoint is not None and Path(checkpoint).is_file():
+            first = self._resume(Path(checkpoint), opt_g, opt_d, gen)
         start = time.perf_counter()
         with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task(f"{cfg.kind}", total=cfg.steps)
-            for _ in range(cfg.steps):
+            task = bar.add_task(f"{cfg.kind}", total=cfg.steps, completed=first)
+            for step in range(first, cfg.steps):
                 for _ in range(d_steps):
                     rows = torch.randint(len(x), (batch,), generator=gen)
                     d_loss, gap = self._discriminator_step(x[rows], y[rows], opt_d, gen)
@@ -223,8 +238,35 @@ class GAN:
                 self.history.g_loss.append(g_loss)
                 self.history.gap.append(gap)
                 bar.advance(task)
+                if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == cfg.steps):
+                    self._checkpoint(Path(checkpoint), step + 1, opt_g, opt_d, gen,
+                                     time.perf_counter() - start)
         self.history.seconds += time.perf_counter() - start
         return self.history
+
+    def _checkpoint(self, path: Path, steps: int, opt_g, opt_d, gen: torch.Generator, seconds: float) -> None:
+        """The training state after ``steps`` generator steps (read back with ``torch.load(weights_only=True)``)."""
+        payload = {"steps": steps, "generator": self.generator.state_dict(),
+                   "discriminator": self.discriminator.state_dict(), "opt_g": opt_g.state_dict(),
+                   "opt_d": opt_d.state_dict(), "noise": gen.get_state(), "torch": torch.get_rng_state(),
+                   "history": {**asdict(self.history), "seconds": self.history.seconds + seconds}}
+        write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+    def _resume(self, path: Path, opt_g, opt_d, gen: torch.Generator) -> int:
+        """Restore the state :meth:`_checkpoint` wrote; returns the generator steps already taken."""
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            self.generator.load_state_dict(saved["generator"])
+            self.discriminator.load_state_dict(saved["discriminator"])
+            opt_g.load_state_dict(saved["opt_g"])
+            opt_d.load_state_dict(saved["opt_d"])
+        except Exception as exc:  # torch raises pickle, zip, key and runtime errors alike for a bad file
+            raise UnreadableFileError(path, f"not a resume checkpoint of this GAN ({exc}); delete it to train "
+                                            "from the start") from exc
+        gen.set_state(saved["noise"])
+        torch.set_rng_state(saved["torch"])
+        self.history = GANHistory(**saved["history"])
+        return int(saved["steps"])
 
     def _noise(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         z = torch.randn(n, self.config.latent_dim, generator=gen)
@@ -281,13 +323,9 @@ class GAN:
         return images.numpy().astype(np.float32), y.numpy().astype(np.int64)
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """Write ``generator.pt``, ``discriminator.pt`` and ``manifest.json`` into ``folder``."""
-        folder = Path(folder)
-        write_atomically(folder / "generator.pt", lambda tmp: torch.save(self.generator.state_dict(), tmp))
-        write_atomically(folder / "discriminator.pt", lambda tmp: torch.save(self.discriminator.state_dict(), tmp))
+        """Write the GAN as a ``generator`` bundle at ``folder`` (replacing one there as a whole)."""
         h = self.history
         manifest = {
-            "format": "medlens-gan/1",
             "config": asdict(self.config),
             "labels": self.labels,
             "image_shape": [self.config.channels, self.config.image_size, self.config.image_size],
@@ -296,32 +334,36 @@ class GAN:
                         "g_loss_last100": float(np.mean(h.g_loss[-100:])) if h.g_loss else None},
             **(extra or {}),
         }
-        write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=2))
-        return folder
+        arrays = {f"{name}.{k}": v.detach().cpu().contiguous().numpy()
+                  for name, module in (("generator", self.generator), ("discriminator", self.discriminator))
+                  for k, v in module.state_dict().items()}
+        return write_bundle(folder, "generator", manifest, {WEIGHTS: write_arrays(arrays)})
 
     @classmethod
     def load(cls, folder: str | Path) -> "GAN":
-        """The GAN saved in ``folder`` by :meth:`save`."""
-        folder = Path(folder)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise MissingPathError(manifest_path, "GAN manifest (a folder written by `medlens synth train`)")
+        """The GAN saved at ``folder`` by :meth:`save` (checked by :func:`medlens.deploy.bundle.open_bundle`)."""
+        return load_bundle(folder, kind="generator")
+
+
+@register_kind("generator")
+def read_gan(reader: BundleReader) -> GAN:
+    """Rebuild a trained :class:`GAN` from a checked ``generator`` bundle."""
+    manifest = reader.manifest
+    try:
+        config = GANConfig(**manifest["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnreadableFileError(reader.path("manifest.json"), f"not a medlens GAN manifest ({exc})") from exc
+    gan = GAN(config, manifest.get("labels"))
+    arrays = reader.arrays(WEIGHTS)
+    for name, module in (("generator", gan.generator), ("discriminator", gan.discriminator)):
+        prefix = f"{name}."
         try:
-            manifest = json.loads(manifest_path.read_text())
-            config = GANConfig(**manifest["config"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnreadableFileError(manifest_path, f"not a medlens GAN manifest ({exc})") from exc
-        gan = cls(config, manifest.get("labels"))
-        for name, module in (("generator.pt", gan.generator), ("discriminator.pt", gan.discriminator)):
-            path = folder / name
-            if not path.is_file():
-                raise MissingPathError(path, "GAN weights file")
-            try:
-                module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
-                raise UnreadableFileError(path, f"weights do not load into this GAN ({exc})") from exc
-        gan.generator.eval()
-        return gan
+            module.load_state_dict({k[len(prefix):]: torch.from_numpy(v) for k, v in arrays.items()
+                                    if k.startswith(prefix)})
+        except RuntimeError as exc:
+            raise UnreadableFileError(reader.path(WEIGHTS), f"{name} weights do not fit this GAN ({exc})") from exc
+    gan.generator.eval()
+    return gan
 
 
 def save_grid(images: np.ndarray, path: str | Path, columns: int = 8) -> Path:

@@ -14,7 +14,7 @@ from pydicom.pixels import apply_modality_lut
 from realdata import need
 from medlens.data.readers import list_series, read_dicom, read_image
 from medlens.data.readers.dicom import PADDING_HU
-from medlens.errors import GeometryError
+from medlens.errors import GeometryError, MissingSliceError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*non-DICOM file")
 
@@ -132,15 +132,34 @@ def test_pydicom_jpeg2000_ct_decodes_through_the_plugins():
     assert np.all(image.array[0, 0][pad] == PADDING_HU)
 
 
-def test_pydicom_four_slice_series_sorts_and_reports_uneven_gaps():
+def test_pydicom_four_slice_series_with_a_202_mm_gap_is_refused_as_missing_slices(tmp_path):
+    """pydicom's CT2 series: slices at -99.48, 103.02, 104.27, 105.52 mm, a gap of 161 missing slices."""
     folder = Path(get_testdata_file("dicomdirtests/77654033/CT2/17106")).parent
-    with pytest.warns(UserWarning, match=r"CT2: uneven slice gaps \(mm\): 202.500, 1.250, 1.250"):
-        image = read_dicom(folder)
-    assert image.array.shape == (1, 4, 16, 16)
+    with pytest.raises(MissingSliceError, match=r"CT2: slices missing between .* \(at -99.480 mm\) and .* "
+                                                r"\(at 103.020 mm\): a gap of 202.500 mm .* 1.2500 mm apart, "
+                                                r"about 161 slice\(s\) missing"):
+        read_dicom(folder)
+    for file in folder.iterdir():  # the three slices after the gap read as one volume
+        if pydicom.dcmread(file).ImagePositionPatient[2] > 0:
+            shutil.copy(file, tmp_path / file.name)
+    image = read_dicom(tmp_path)
+    assert image.array.shape == (1, 3, 16, 16)
     assert image.spacing == pytest.approx((1.25, 0.488281, 0.488281))
-    assert [round(p[2], 2) for p in image.meta["slice_positions"]] == [-99.48, 103.02, 104.27, 105.52]
+    assert [round(p[2], 2) for p in image.meta["slice_positions"]] == [103.02, 104.27, 105.52]
+
+
+def test_uneven_gaps_warn_or_raise_with_strict_spacing(tmp_path, lidc_series_dir):
+    """One LIDC slice moved 0.4 mm along z: gaps 2.9 and 2.1 mm, uneven but no slice missing."""
+    files = [Path(shutil.copy(f, tmp_path / f.name)) for f in sorted(lidc_series_dir.glob("*.dcm"))]
+    moved = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))[5]
+    ds = pydicom.dcmread(moved)
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.4]
+    ds.save_as(moved)
+    with pytest.warns(UserWarning, match=r"uneven slice gaps \(mm\): .*2\.900, 2\.100.* using the median 2\.5000 mm"):
+        image = read_dicom(tmp_path)
+    assert image.spacing[0] == pytest.approx(2.5)
     with pytest.raises(GeometryError, match="uneven slice gaps"):
-        read_dicom(folder, strict_spacing=True)
+        read_dicom(tmp_path, strict_spacing=True)
 
 
 def test_colour_ultrasound_is_channel_first():

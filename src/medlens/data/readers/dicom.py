@@ -17,7 +17,16 @@ Slices are sorted by their position along the slice normal, ``p = IPP · (r × c
 ``c`` the row and column direction cosines of ``ImageOrientationPatient`` (DICOM PS3.3 C.7.6.2.1.1),
 never by file name. Spacing is (z, y, x): z is the median gap of ``p``, y and x are ``PixelSpacing``
 (row spacing, column spacing). Gaps that differ from the median by more than 1 % (and 0.01 mm) warn,
-or raise :class:`~medlens.errors.GeometryError` with ``strict_spacing=True``. The origin is the
+or raise :class:`~medlens.errors.GeometryError` with ``strict_spacing=True``.
+
+**Missing slices are refused**, not resampled: a gap wider than :data:`MISSING_SLICE_RATIO` (1.5) times
+the median gap raises :class:`~medlens.errors.MissingSliceError`, naming the files on either side, before
+any pixel is decoded. Reading such a series with the median spacing puts every slice beyond the gap at the
+wrong z (the old behaviour); resampling onto the true positions would get z right but fill the gap with
+interpolated tissue that was never imaged (a 3 mm nodule can lie entirely inside one missing 2.5 mm slice),
+and a gap almost always means an incomplete transfer, which the user can repair by fetching the files.
+Positions and orientations that are not finite, orientations that are not two orthogonal unit vectors and
+pixel spacings that are not positive are :class:`~medlens.errors.GeometryError` too. The origin is the
 first sorted slice's ``ImagePositionPatient`` in (z, y, x) order; ``direction`` holds the LPS
 directions of the (z, y, x) array axes as columns: ``r × c``, ``c`` and ``r``.
 
@@ -25,13 +34,22 @@ Intensities
 -----------
 ``value = stored × RescaleSlope + RescaleIntercept`` (PS3.3 C.11.1.1.2), computed per slice in
 float32, which is exact for integer stored values and integer slope and intercept (LIDC-IDRI:
-HU = stored − 1024). The output is float32 when the modality is CT or any slice has a slope ≠ 1 or
+HU = stored − 1024). A slope of 0 (every pixel would become the intercept: a blank image that looks like
+data) or a slope or intercept that is not finite raises :class:`~medlens.errors.RescaleError` naming the
+slice; ``meta["rescale_slope"]``/``["rescale_intercept"]`` hold the value every slice uses, or the
+per-slice list when they differ (what ``medlens inspect`` reports). NaN or infinite output values (float
+pixel data, or a rescale that overflows float32) raise :class:`~medlens.errors.NonFiniteImageError`
+unless ``non_finite="flag"``. The output is float32 when the modality is CT or any slice has a slope ≠ 1 or
 an intercept ≠ 0; otherwise the stored dtype is kept. Voxels equal to ``PixelPaddingValue`` (or
 within ``PixelPaddingValue`` … ``PixelPaddingRangeLimit``) are padding, not tissue: they are set
 to :data:`PADDING_HU` (−1024 HU, the bottom of the air range) for CT and to 0 (no signal)
 otherwise, and their number is ``meta["padding_voxels"]``. The padding value
 is read with the pixel data's signedness: LIDC-IDRI-0001 stores 63536 (US), which is −2000 for
 its signed 16-bit pixels.
+
+Before any pixel is decoded, every slice must store the same layout (rows, columns, frames, samples,
+bits) and the volume those headers claim must fit :mod:`medlens.limits`
+(:class:`~medlens.errors.ImageTooLargeError` otherwise).
 
 Each file is parsed once, with values over :data:`DEFER_BYTES` (the pixel data) deferred: scanning a
 folder reads headers only, and only the chosen series' pixels are then read and decoded, straight
@@ -61,17 +79,23 @@ from medlens.errors import (
     GeometryError,
     MissingPathError,
     MissingPixelDataError,
+    MissingSliceError,
     MixedSeriesError,
     NoDicomError,
+    RescaleError,
     UnreadableFileError,
 )
+from medlens.data.readers._checks import check_non_finite_mode, count_non_finite
 from medlens.image import MedImage
+from medlens.limits import check_size
 
 PADDING_HU = -1024.0
 """Value given to CT padding voxels (``PixelPaddingValue``): air, −1024 HU."""
 
 GAP_RTOL = 0.01
 GAP_ATOL = 0.01
+MISSING_SLICE_RATIO = 1.5
+"""A gap between neighbouring slices larger than this many median gaps means slices are missing."""
 DEFER_BYTES = 4096
 """Element values larger than this (the pixel data) are read from the file only when decoded."""
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -121,7 +145,8 @@ def list_series(folder: str | Path) -> list[SeriesInfo]:
     return _series_infos(_group_by_series(_scan_folder(folder)))
 
 
-def read_dicom(path: str | Path, *, series_uid: str | None = None, strict_spacing: bool = False) -> MedImage:
+def read_dicom(path: str | Path, *, series_uid: str | None = None, strict_spacing: bool = False,
+               non_finite: str = "error") -> MedImage:
     """Read a DICOM file or a series folder (see the module docstring for shapes and units).
 
     Parameters
@@ -131,20 +156,29 @@ def read_dicom(path: str | Path, *, series_uid: str | None = None, strict_spacin
     series_uid : str, optional
         The SeriesInstanceUID to load when the folder holds several series.
     strict_spacing : bool
-        Raise :class:`GeometryError` instead of warning when the slice gaps are uneven.
+        Raise :class:`GeometryError` instead of warning when the slice gaps are uneven. Missing slices
+        are refused either way (:class:`MissingSliceError`).
+    non_finite : {"error", "flag"}
+        What a NaN or infinite value does (float pixel data, or a rescale that overflows float32):
+        ``"error"`` raises :class:`NonFiniteImageError`; ``"flag"`` returns the image and counts the
+        values in ``meta["non_finite_voxels"]`` (``medlens inspect`` uses it to report them).
 
     Returns
     -------
     MedImage
         ``meta`` has ``modality``, ``patient_id``, ``study_uid``, ``series_uid``, ``source``,
-        ``sop_uids`` and ``slice_positions`` (per sorted slice), ``rescale_slope``,
-        ``rescale_intercept``, ``padding_voxels`` and, where present, ``window_center``,
-        ``window_width``, ``manufacturer``, ``kvp``, ``series_description``.
+        ``sop_uids`` and ``slice_positions`` (per sorted slice), ``rescale_slope`` and
+        ``rescale_intercept`` (one number, or the per-slice list when slices differ),
+        ``padding_voxels``, ``non_finite_voxels``, ``patient_name`` and ``patient_birth_date``
+        (identifiers: never shown outside DICOM without ``--keep-identifiers``, see
+        :mod:`medlens.data.identifiers`) and, where present, ``window_center``, ``window_width``,
+        ``manufacturer``, ``kvp``, ``series_description``.
 
     Raises
     ------
     MissingPathError, NoDicomError, MixedSeriesError, UnreadableFileError, MissingPixelDataError,
-    CompressedDicomError, EmptyImageError, GeometryError
+    CompressedDicomError, EmptyImageError, GeometryError, MissingSliceError, RescaleError,
+    ImageTooLargeError, NonFiniteImageError
     """
     path = Path(path)
     if not path.exists():
@@ -159,7 +193,7 @@ def read_dicom(path: str | Path, *, series_uid: str | None = None, strict_spacin
                 "NIfTI (.nii, .nii.gz), pictures (.png, .jpg, .bmp, .tif) and .npz archives"
             )
         slices = [_Slice(path, header)]
-    return _build(path, slices, strict_spacing)
+    return _build(path, slices, strict_spacing, check_non_finite_mode(non_finite))
 
 
 def _read_header(path: Path) -> Dataset | None:
@@ -179,7 +213,7 @@ def _scan_folder(folder: Path) -> list[_Slice]:
     slices, skipped = [], []
     for file in files:
         header = _read_header(file)
-        if header is not None and "SeriesInstanceUID" in header:
+        if header is not None and _text(header, "SeriesInstanceUID"):
             slices.append(_Slice(file, header))
         elif header is None or _media_class(header) == _DICOMDIR:
             skipped.append(file)
@@ -196,14 +230,25 @@ def _scan_folder(folder: Path) -> list[_Slice]:
 
 
 def _media_class(header: Dataset) -> str:
+    return _file_meta(header, "MediaStorageSOPClassUID") or ""
+
+
+def _file_meta(header: Dataset, keyword: str) -> Any:
+    """An element of the file meta information (group 0002), None when absent or unreadable: pydicom
+    converts on access and raises NotImplementedError for an unknown VR (found by fuzz_readers.py)."""
     meta = getattr(header, "file_meta", None)
-    return str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if meta is None:
+        return None
+    try:
+        return meta.get(keyword)
+    except Exception:  # a damaged meta element is treated as absent; decoding then fails with a named error
+        return None
 
 
 def _group_by_series(slices: list[_Slice]) -> dict[str, list[_Slice]]:
     groups: dict[str, list[_Slice]] = {}
     for s in slices:
-        groups.setdefault(str(s.header.SeriesInstanceUID), []).append(s)
+        groups.setdefault(_text(s.header, "SeriesInstanceUID"), []).append(s)
     return groups
 
 
@@ -212,8 +257,8 @@ def _series_infos(groups: dict[str, list[_Slice]]) -> list[SeriesInfo]:
         SeriesInfo(
             uid=key,
             n_files=len(members),
-            modality=str(members[0].header.get("Modality", "OT")),
-            description=str(members[0].header.get("SeriesDescription", "")),
+            modality=_text(members[0].header, "Modality") or "OT",
+            description=_text(members[0].header, "SeriesDescription"),
         )
         for key, members in groups.items()
     ]
@@ -237,26 +282,67 @@ def _choose_series(folder: Path, groups: dict[str, list[_Slice]], series_uid: st
     return next(iter(groups.values()))
 
 
+def _where(header: Dataset) -> str | None:
+    return getattr(header, "filename", None) or None
+
+
+def _element(header: Dataset, keyword: str) -> Any:
+    """``header.get(keyword)``; a value pydicom cannot convert (a broken DS or IS string) names the file."""
+    try:
+        return header.get(keyword)
+    except Exception as exc:  # pydicom converts on access and raises ValueError, TypeError, OverflowError...
+        raise UnreadableFileError(_where(header), f"{keyword} cannot be read ({exc})") from exc
+
+
 def _floats(header: Dataset, keyword: str) -> list[float] | None:
-    value = header.get(keyword)
+    """The numbers of ``keyword`` (None when absent or empty); a value that is not a number names the file."""
+    value = _element(header, keyword)
     if value is None or value == "":
         return None
-    if isinstance(value, (list, tuple, MultiValue)):
-        return [float(v) for v in value]
-    return [float(value)]
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UnreadableFileError(_where(header), f"{keyword} is {value!r}, not a number") from exc
+
+
+def _finite_floats(header: Dataset, keyword: str) -> list[float] | None:
+    """:func:`_floats` that must be finite (geometry): NaN or infinity is a :class:`GeometryError`."""
+    values = _floats(header, keyword)
+    if values is not None and not all(np.isfinite(values)):
+        raise GeometryError(f"{_where(header)}: {keyword} {values} is not finite")
+    return values
+
+
+def _int(header: Dataset, keyword: str, default: int) -> int:
+    """An integer attribute (Rows, BitsAllocated...); a value that is not an integer names the file."""
+    value = _element(header, keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UnreadableFileError(_where(header), f"{keyword} is {value!r}, not an integer") from exc
 
 
 def _orientation(header: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    cosines = _floats(header, "ImageOrientationPatient")
+    """Row and column direction cosines; None when absent, :class:`GeometryError` when not two
+    orthogonal unit vectors (within 0.01)."""
+    cosines = _finite_floats(header, "ImageOrientationPatient")
     if cosines is None or len(cosines) != 6:
         return None
-    return np.array(cosines[:3]), np.array(cosines[3:])
+    row, col = np.array(cosines[:3]), np.array(cosines[3:])
+    if (abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01
+            or abs(float(row @ col)) > 0.01):
+        raise GeometryError(f"{_where(header)}: ImageOrientationPatient {cosines} is not two orthogonal unit "
+                            "vectors: the slice has no defined orientation")
+    return row, col
 
 
 def _sort(folder: Path, slices: list[_Slice]) -> tuple[list[_Slice], np.ndarray | None]:
     """Slices in order along the normal and their positions ``p`` along it (None without geometry)."""
     orientation = _orientation(slices[0].header)
-    positions = [_floats(s.header, "ImagePositionPatient") for s in slices]
+    positions = [_finite_floats(s.header, "ImagePositionPatient") for s in slices]
     if orientation is None or any(p is None or len(p) != 3 for p in positions):
         if len(slices) > 1:
             raise GeometryError(
@@ -278,14 +364,33 @@ def _sort(folder: Path, slices: list[_Slice]) -> tuple[list[_Slice], np.ndarray 
         if dup.size:
             a, b = slices[order[dup[0]]].path, slices[order[dup[0] + 1]].path
             raise GeometryError(f"{a} and {b}: two slices at the same position {along[dup[0]]:.3f} mm")
+        _refuse_missing_slices(folder, [slices[i] for i in order], along)
     return [slices[i] for i in order], along
+
+
+def _refuse_missing_slices(folder: Path, slices: list[_Slice], along: np.ndarray) -> None:
+    """:class:`MissingSliceError` when a gap exceeds :data:`MISSING_SLICE_RATIO` × the median gap."""
+    gaps = np.diff(along)
+    median = float(np.median(gaps))
+    missing = np.flatnonzero(gaps > MISSING_SLICE_RATIO * median)
+    if not missing.size:
+        return
+    i = int(missing[0])
+    more = f"; {missing.size - 1} more such gap(s)" if missing.size > 1 else ""
+    raise MissingSliceError(
+        f"{folder}: slices missing between {slices[i].path.name} (at {along[i]:.3f} mm) and "
+        f"{slices[i + 1].path.name} (at {along[i + 1]:.3f} mm): a gap of {gaps[i]:.3f} mm where the slices "
+        f"are {median:.4f} mm apart, about {round(gaps[i] / median) - 1} slice(s) missing{more}. The series "
+        "is incomplete (a transfer cut short?): fetch the missing files, or read the parts on either side "
+        "of the gap as separate folders"
+    )
 
 
 def _z_spacing(folder: Path, along: np.ndarray | None, header: Dataset, strict: bool) -> float:
     if along is None or len(along) < 2:
         for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-            value = _floats(header, keyword)
-            if value:
+            value = _finite_floats(header, keyword)
+            if value and value[0] > 0:
                 return value[0]
         return 1.0
     gaps = np.diff(along)
@@ -303,10 +408,10 @@ def _z_spacing(folder: Path, along: np.ndarray | None, header: Dataset, strict: 
 
 def _signed(value: int, header: Dataset) -> int:
     """A padding value in the pixel data's signedness (US 63536 is −2000 for signed 16-bit pixels)."""
-    if int(header.get("PixelRepresentation", 0)) != 1:
+    if _int(header, "PixelRepresentation", 0) != 1:
         return value
-    allocated = int(header.get("BitsAllocated", 16))
-    stored = int(header.get("BitsStored", allocated))
+    allocated = _int(header, "BitsAllocated", 16)
+    stored = _int(header, "BitsStored", allocated)
     if value >= 2 ** (allocated - 1):
         return value - 2**allocated
     if value >= 2 ** (stored - 1):
@@ -315,11 +420,11 @@ def _signed(value: int, header: Dataset) -> int:
 
 
 def _padding_range(header: Dataset) -> tuple[int, int] | None:
-    if header.get("PixelPaddingValue") is None:
+    if _element(header, "PixelPaddingValue") is None:
         return None
-    low = _signed(int(header.PixelPaddingValue), header)
-    limit = header.get("PixelPaddingRangeLimit")
-    high = low if limit is None else _signed(int(limit), header)
+    low = _signed(_int(header, "PixelPaddingValue", 0), header)
+    limit = _element(header, "PixelPaddingRangeLimit")
+    high = low if limit is None else _signed(_int(header, "PixelPaddingRangeLimit", 0), header)
     return min(low, high), max(low, high)
 
 
@@ -327,17 +432,24 @@ def _pixels(s: _Slice) -> np.ndarray:
     """Decoded stored values of one file, channel first: ``(C, H, W)`` or ``(C, F, H, W)``."""
     if not any(k in s.header for k in _PIXEL_KEYWORDS):
         raise MissingPixelDataError(s.path, "no PixelData (7FE0,0010) element: nothing to show")
-    syntax = s.header.file_meta.get("TransferSyntaxUID")
+    syntax = _file_meta(s.header, "TransferSyntaxUID")
+    if syntax is not None and not isinstance(syntax, str):  # e.g. several values after damage
+        raise UnreadableFileError(s.path, f"TransferSyntaxUID {syntax!r} is not one UID: the file meta "
+                                          "information is corrupt")
+    syntax = None if syntax is None else uid.UID(str(syntax))
     try:
         arr, _ = get_decoder(syntax).as_array(s.header, view_only=True)  # read-only; copied by the caller
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/NotImplementedError/OSError...
         raise _pixel_error(s, syntax, exc) from exc
-    samples = int(s.header.get("SamplesPerPixel", 1))
+    samples = _int(s.header, "SamplesPerPixel", 1)
     return np.moveaxis(arr, -1, 0) if samples > 1 else arr[None]
 
 
 def _pixel_error(s: _Slice, syntax: uid.UID | None, exc: Exception) -> Exception:
     """CompressedDicomError when no installed decoder handles ``syntax``, else UnreadableFileError."""
+    if syntax is not None and not syntax.is_transfer_syntax:
+        return UnreadableFileError(s.path, f"TransferSyntaxUID {syntax} is not a transfer syntax: the file meta "
+                                           "information is corrupt")
     if syntax is not None and syntax.is_compressed:
         try:
             decodable = get_decoder(syntax).is_available
@@ -352,27 +464,71 @@ def _pixel_error(s: _Slice, syntax: uid.UID | None, exc: Exception) -> Exception
     return UnreadableFileError(s.path, f"cannot decode the pixel data, the file may be truncated ({exc})")
 
 
-def _build(source: Path, slices: list[_Slice], strict_spacing: bool) -> MedImage:
+def _layout(s: _Slice) -> tuple[int, int, int, int, int, int]:
+    """(Rows, Columns, NumberOfFrames, SamplesPerPixel, BitsAllocated, PixelRepresentation) of a slice."""
+    h = s.header
+    return (_int(h, "Rows", 0), _int(h, "Columns", 0), _int(h, "NumberOfFrames", 1) or 1,
+            _int(h, "SamplesPerPixel", 1), _int(h, "BitsAllocated", 16), _int(h, "PixelRepresentation", 0))
+
+
+def _check_layout(source: Path, slices: list[_Slice], volume: bool, output_itemsize: int) -> None:
+    """Every slice stores the same pixel layout, and the decoded volume fits :mod:`medlens.limits`.
+
+    Called before any pixel data is decoded: the size comes from the headers alone.
+    """
+    first = _layout(slices[0])
+    rows, cols, frames, samples, bits, _ = first
+    if rows <= 0 or cols <= 0:
+        raise EmptyImageError(slices[0].path, f"image has {rows} rows and {cols} columns")
+    if frames < 0 or samples <= 0 or bits <= 0:
+        raise UnreadableFileError(slices[0].path, f"NumberOfFrames {frames}, SamplesPerPixel {samples}, "
+                                                  f"BitsAllocated {bits}: the header is corrupt")
+    for s in slices[1:]:
+        layout = _layout(s)
+        if layout[:2] != (rows, cols):
+            raise GeometryError(f"{s.path}: {layout[0]}×{layout[1]} pixels, but {slices[0].path} has {rows}×{cols}")
+        if layout != first:
+            raise GeometryError(f"{s.path}: frames, samples per pixel, bits allocated or pixel representation "
+                                f"{layout[2:]} differ from {slices[0].path} {first[2:]}")
+    if len(slices) > 1 and frames > 1:
+        raise GeometryError(f"{slices[0].path}: a multi-frame file inside a series folder")
+    depth = len(slices) * frames
+    spatial = (depth, rows, cols) if (volume or frames > 1) else (rows, cols)
+    check_size(source, spatial, channels=samples, itemsize=output_itemsize)
+
+
+def _rescale(slices: list[_Slice]) -> tuple[list[float], list[float]]:
+    """Per-slice RescaleSlope and RescaleIntercept (1 and 0 when absent); :class:`RescaleError` for a slope
+    of 0 (every pixel would become the intercept: a blank image that looks like data) or any value that
+    is not finite."""
+    slopes, intercepts = [], []
+    for s in slices:
+        slope = (_floats(s.header, "RescaleSlope") or [1.0])[0]
+        intercept = (_floats(s.header, "RescaleIntercept") or [0.0])[0]
+        if not np.isfinite(slope) or slope == 0:
+            raise RescaleError(s.path, f"RescaleSlope {slope:g}: stored values cannot be mapped to "
+                                       "intensities (value = stored × slope + intercept needs a finite, "
+                                       "non-zero slope); the file is corrupt")
+        if not np.isfinite(intercept):
+            raise RescaleError(s.path, f"RescaleIntercept {intercept:g} is not finite; the file is corrupt")
+        slopes.append(slope)
+        intercepts.append(intercept)
+    return slopes, intercepts
+
+
+def _build(source: Path, slices: list[_Slice], strict_spacing: bool, non_finite: str) -> MedImage:
     slices, along = _sort(source, slices)
     first = slices[0].header
-    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
-    if rows == 0 or cols == 0:
-        raise EmptyImageError(slices[0].path, f"image has {rows} rows and {cols} columns")
-    for s in slices[1:]:
-        if (int(s.header.get("Rows", 0)), int(s.header.get("Columns", 0))) != (rows, cols):
-            raise GeometryError(f"{s.path}: {s.header.get('Rows')}×{s.header.get('Columns')} pixels, "
-                                f"but {slices[0].path} has {rows}×{cols}")
-
-    slopes = [(_floats(s.header, "RescaleSlope") or [1.0])[0] for s in slices]
-    intercepts = [(_floats(s.header, "RescaleIntercept") or [0.0])[0] for s in slices]
-    modality = str(first.get("Modality", "OT"))
+    slopes, intercepts = _rescale(slices)
+    modality = str(_element(first, "Modality") or "OT")
     rescale = modality == "CT" or any(v != 1.0 for v in slopes) or any(v != 0.0 for v in intercepts)
-    padding = _padding_range(first)
+    bits = _int(first, "BitsAllocated", 16)
+    float_pixels = "FloatPixelData" in first or "DoubleFloatPixelData" in first
+    _check_layout(source, slices, along is not None, 4 if rescale else max(1, (bits + 7) // 8))
+    padding = None if float_pixels else _padding_range(first)
     fill = PADDING_HU if modality == "CT" else 0
 
     stored = _pixels(slices[0])
-    if len(slices) > 1 and stored.ndim == 4:
-        raise GeometryError(f"{slices[0].path}: a multi-frame file inside a series folder")
     if stored.size == 0:
         raise EmptyImageError(slices[0].path, f"decoded pixel array has shape {stored.shape}")
     dtype = np.float32 if rescale else stored.dtype
@@ -384,8 +540,10 @@ def _build(source: Path, slices: list[_Slice], strict_spacing: bool) -> MedImage
         n_pad = _fill(array[:, 0], stored, slopes[0], intercepts[0], padding, fill)
         for i, s in enumerate(slices[1:], start=1):
             n_pad += _fill(array[:, i], _pixels(s), slopes[i], intercepts[i], padding, fill)
+    n_bad = count_non_finite(array, source, non_finite)
     spacing, origin, direction = _geometry(source, first, along, array.ndim - 1, strict_spacing)
     meta = _meta(source, slices, first, modality, slopes, intercepts, padding, n_pad)
+    meta["non_finite_voxels"] = n_bad
     return MedImage(array, spacing, origin, direction, meta)
 
 
@@ -412,12 +570,15 @@ def _fill(out: np.ndarray, stored: np.ndarray, slope: float, intercept: float,
 def _geometry(source: Path, first: Dataset, along: np.ndarray | None, nspatial: int,
               strict_spacing: bool) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray | None]:
     """Spacing, origin and direction in (z, y, x) order (see the module docstring)."""
-    row_spacing, col_spacing = (_floats(first, "PixelSpacing") or _floats(first, "ImagerPixelSpacing")
-                                or [1.0, 1.0])[:2]
+    row_spacing, col_spacing = ((_finite_floats(first, "PixelSpacing") or _finite_floats(first, "ImagerPixelSpacing")
+                                 or [1.0, 1.0]) + [None, None])[:2]
+    if row_spacing is None or col_spacing is None or row_spacing <= 0 or col_spacing <= 0:
+        raise GeometryError(f"{_where(first) or source}: pixel spacing {row_spacing}, {col_spacing} mm: "
+                            "PixelSpacing needs two positive numbers")
     if nspatial == 2:
         return (row_spacing, col_spacing), (), None
     spacing = (_z_spacing(source, along, first, strict_spacing), row_spacing, col_spacing)
-    ipp = _floats(first, "ImagePositionPatient")
+    ipp = _finite_floats(first, "ImagePositionPatient")
     origin = (ipp[2], ipp[1], ipp[0]) if ipp and len(ipp) == 3 else ()
     orientation = _orientation(first)
     direction = (np.column_stack([np.cross(*orientation), orientation[1], orientation[0]])
@@ -426,38 +587,57 @@ def _geometry(source: Path, first: Dataset, along: np.ndarray | None, nspatial: 
 
 
 def _first(header: Dataset, keyword: str) -> float | None:
-    values = _floats(header, keyword)
-    return values[0] if values else None
+    """The first number of an informative attribute (window, kVp...); None when absent or not a number."""
+    try:
+        values = _floats(header, keyword)
+    except UnreadableFileError:
+        return None
+    return values[0] if values and np.isfinite(values[0]) else None
+
+
+def _text(header: Dataset, keyword: str) -> str:
+    try:
+        value = header.get(keyword)
+    except Exception:  # an informative attribute pydicom cannot convert is shown as absent
+        return ""
+    return "" if value is None else str(value)
+
+
+def _uniform(values: list[float]) -> float | list[float]:
+    """One value when every slice has it, else the per-slice list (what ``inspect`` shows)."""
+    return float(values[0]) if all(v == values[0] for v in values) else [float(v) for v in values]
 
 
 def _meta(source: Path, slices: list[_Slice], first: Dataset, modality: str, slopes: list[float],
           intercepts: list[float], padding: tuple[int, int] | None, n_pad: int) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "modality": modality,
-        "patient_id": str(first.get("PatientID", "")),
-        "study_uid": str(first.get("StudyInstanceUID", "")),
-        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "patient_id": _text(first, "PatientID"),
+        "patient_name": _text(first, "PatientName"),
+        "patient_birth_date": _text(first, "PatientBirthDate"),
+        "study_uid": _text(first, "StudyInstanceUID"),
+        "series_uid": _text(first, "SeriesInstanceUID"),
         "source": str(source),
         "format": "dicom",
         "n_files": len(slices),
-        "sop_uids": [str(s.header.get("SOPInstanceUID", "")) for s in slices],
+        "sop_uids": [_text(s.header, "SOPInstanceUID") for s in slices],
         "slice_positions": [_floats(s.header, "ImagePositionPatient") for s in slices],
-        "rescale_slope": float(slopes[0]),
-        "rescale_intercept": float(intercepts[0]),
+        "rescale_slope": _uniform(slopes),
+        "rescale_intercept": _uniform(intercepts),
         "padding_value": None if padding is None else padding[0],
         "padding_voxels": n_pad,
-        "photometric": str(first.get("PhotometricInterpretation", "")),
-        "transfer_syntax": str(getattr(first, "file_meta", {}).get("TransferSyntaxUID", "")),
+        "photometric": _text(first, "PhotometricInterpretation"),
+        "transfer_syntax": str(_file_meta(first, "TransferSyntaxUID") or ""),
     }
     optional = {
         "window_center": _first(first, "WindowCenter"),
         "window_width": _first(first, "WindowWidth"),
         "slice_thickness": _first(first, "SliceThickness"),
         "kvp": _first(first, "KVP"),
-        "manufacturer": str(first.get("Manufacturer", "")) or None,
-        "model": str(first.get("ManufacturerModelName", "")) or None,
-        "series_description": str(first.get("SeriesDescription", "")) or None,
-        "kernel": str(first.get("ConvolutionKernel", "")) or None,
+        "manufacturer": _text(first, "Manufacturer") or None,
+        "model": _text(first, "ManufacturerModelName") or None,
+        "series_description": _text(first, "SeriesDescription") or None,
+        "kernel": _text(first, "ConvolutionKernel") or None,
     }
     meta.update({k: v for k, v in optional.items() if v is not None})
     return meta

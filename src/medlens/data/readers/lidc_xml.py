@@ -12,7 +12,10 @@ Acad Radiol 14:1464, 2007): readers drew the outline on the first pixels *outsid
 (``skimage.draw.polygon``), as pylidc does. An ``inclusion = FALSE`` ROI outlines a hole: its
 interior is removed from the slice's union of inclusion ROIs (its outline pixels, nodule tissue by
 the same convention, stay). ROIs are placed on the loaded slices by SOP Instance UID, falling back
-to the z position when the UID is not among the slices.
+to the z position when the UID is not among the slices (:func:`reader_marks` ``by_z=False`` turns the
+fallback off). Each reader's nodule is rasterised inside its own bounding box (:class:`Mark`), so a whole
+series with many marks needs little memory; :func:`lidc_reader_masks` and :func:`consensus_nodules` give
+the masks on the whole image grid.
 """
 
 from __future__ import annotations
@@ -113,8 +116,8 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
         raise MissingPathError(path, "file")
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise UnreadableFileError(path, f"not well-formed XML ({exc})") from exc
+    except (ET.ParseError, LookupError, UnicodeError, ValueError) as exc:  # LookupError: unknown encoding
+        raise UnreadableFileError(path, f"not well-formed XML ({type(exc).__name__}: {exc})") from exc
     if _local(root.tag) != "LidcReadMessage":
         raise UnreadableFileError(path, f"root element is <{_local(root.tag)}>, not an LIDC <LidcReadMessage>")
     sessions = []
@@ -122,23 +125,33 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
         nodules = []
         for nodule in _children(session, "unblindedReadNodule"):
             chars = _child(nodule, "characteristics")
-            characteristics = {} if chars is None else {
-                _local(c.tag): int(c.text) for c in chars if c.text and c.text.strip()
-            }
             try:
+                characteristics = {} if chars is None else {
+                    _local(c.tag): int(c.text) for c in chars if c.text and c.text.strip()
+                }
                 rois = [_roi(r) for r in _children(nodule, "roi")]
-            except (TypeError, ValueError) as exc:
-                raise UnreadableFileError(path, f"{_text(nodule, 'noduleID')}: bad ROI ({exc})") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise UnreadableFileError(path, f"nodule {_text(nodule, 'noduleID')!r}: bad rating or ROI "
+                                                f"({exc})") from exc
             nodules.append(Nodule(_text(nodule, "noduleID"), characteristics, rois))
         sessions.append(ReaderSession(index, _text(session, "servicingRadiologistID"), nodules))
     return sessions
 
 
 def _roi(element: ET.Element) -> Roi:
-    points = np.array(
-        [(int(_text(e, "xCoord")), int(_text(e, "yCoord"))) for e in _children(element, "edgeMap")],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    xs, ys = [], []
+    for edge in element:  # one pass over each edgeMap's children (a whole series' XML has ~10^5 points)
+        if _local(edge.tag) == "edgeMap":
+            x = y = None
+            for coord in edge:
+                name = _local(coord.tag)
+                if name == "xCoord":
+                    x = coord.text
+                elif name == "yCoord":
+                    y = coord.text
+            xs.append(int(x.strip()) if x else int(""))
+            ys.append(int(y.strip()) if y else int(""))
+    points = np.column_stack([np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)]).reshape(-1, 2)
     return Roi(
         sop_uid=_text(element, "imageSOP_UID"),
         z=float(_text(element, "imageZposition")),
@@ -158,28 +171,108 @@ def _slice_index(image: MedImage) -> tuple[dict[str, int], np.ndarray]:
     return {u: i for i, u in enumerate(sop_uids)}, np.array([p[2] for p in positions])
 
 
-def _rasterise(nodule: Nodule, shape: tuple[int, int, int], by_uid: dict[str, int], z: np.ndarray) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    holes = np.zeros(shape, dtype=bool)
+@dataclass
+class Mark:
+    """One reader's nodule rasterised inside its own bounding box (memory stays small on a whole series).
+
+    ``mask[k, r, c]`` is voxel ``(origin[0] + k, origin[1] + r, origin[2] + c)`` of the image.
+    """
+
+    reader: int
+    nodule_id: str
+    malignancy: int | None
+    characteristics: dict[str, int]
+    origin: tuple[int, int, int]
+    mask: np.ndarray
+    unplaced: list[Roi] = field(default_factory=list)
+    """ROIs whose slice is not among the image's slices (by SOP Instance UID, or by z when allowed)."""
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The mask on the whole image grid ``shape``."""
+        out = np.zeros(shape, dtype=bool)
+        out[_box(self.origin, self.mask.shape)] = self.mask
+        return out
+
+
+def _box(origin: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(o, o + n) for o, n in zip(origin, shape))
+
+
+def _place(nodule: Nodule, by_uid: dict[str, int], z: np.ndarray, by_z: bool) -> tuple[list[tuple[int, Roi]], list[Roi]]:
+    """The slice index of each ROI (by SOP Instance UID, else by z within ``Z_TOLERANCE_MM`` when ``by_z``)."""
+    placed, unplaced = [], []
     for roi in nodule.rois:
         k = by_uid.get(roi.sop_uid)
-        if k is None:
+        if k is None and by_z:
             near = int(np.argmin(np.abs(z - roi.z)))
-            if abs(z[near] - roi.z) > Z_TOLERANCE_MM:
-                continue
-            k = near
-        xs, ys = roi.points[:, 0], roi.points[:, 1]
-        inside = (ys >= 0) & (ys < shape[1]) & (xs >= 0) & (xs < shape[2])
-        rr, cc = polygon(ys, xs, shape=shape[1:])
-        if roi.inclusion:
-            mask[k, rr, cc] = True
-            mask[k, ys[inside], xs[inside]] = True
+            k = near if abs(z[near] - roi.z) <= Z_TOLERANCE_MM else None
+        if k is None:
+            unplaced.append(roi)
         else:
-            hole = np.zeros(shape[1:], dtype=bool)
+            placed.append((k, roi))
+    return placed, unplaced
+
+
+def _rasterise(nodule: Nodule, reader: int, shape: tuple[int, int, int], by_uid: dict[str, int], z: np.ndarray,
+               by_z: bool = True) -> Mark:
+    """The nodule's mask inside the bounding box of its contour points that lie on the image."""
+    placed, unplaced = _place(nodule, by_uid, z, by_z)
+    points = [(k, roi.points) for k, roi in placed if len(roi.points)]
+    if not points:
+        return Mark(reader, nodule.nodule_id, nodule.malignancy, nodule.characteristics, (0, 0, 0),
+                    np.zeros((0, 0, 0), bool), unplaced)
+    ks = [k for k, _ in points]
+    # the fill clipped to the image lies in the box of the points clamped to the image
+    every = np.clip(np.concatenate([p for _, p in points]), 0, [shape[2] - 1, shape[1] - 1])
+    origin = (min(ks), int(every[:, 1].min()), int(every[:, 0].min()))
+    size = (max(ks) - origin[0] + 1, int(every[:, 1].max()) - origin[1] + 1, int(every[:, 0].max()) - origin[2] + 1)
+    mask = np.zeros(size, dtype=bool)
+    holes = np.zeros(size, dtype=bool)
+    for k, roi in placed:
+        xs, ys = roi.points[:, 0], roi.points[:, 1]
+        on = (ys >= 0) & (ys < shape[1]) & (xs >= 0) & (xs < shape[2])
+        rr, cc = polygon(ys - origin[1], xs - origin[2], shape=size[1:])
+        rows, cols = ys[on] - origin[1], xs[on] - origin[2]
+        if roi.inclusion:
+            mask[k - origin[0], rr, cc] = True
+            mask[k - origin[0], rows, cols] = True
+        else:
+            hole = np.zeros(size[1:], dtype=bool)
             hole[rr, cc] = True
-            hole[ys[inside], xs[inside]] = False
-            holes[k] |= hole
-    return mask & ~holes
+            hole[rows, cols] = False
+            holes[k - origin[0]] |= hole
+    return Mark(reader, nodule.nodule_id, nodule.malignancy, nodule.characteristics, origin, mask & ~holes,
+                unplaced)
+
+
+def reader_marks(xml_path: str | Path, image: MedImage, *, by_z: bool = True,
+                 sessions: list[ReaderSession] | None = None) -> list[Mark]:
+    """Every reader's nodule as a :class:`Mark` (a mask in its own box) on the slices of ``image``.
+
+    Parameters
+    ----------
+    xml_path : str or Path
+        The series' LIDC XML (parsed unless ``sessions`` is given).
+    image : MedImage
+        The series read by :func:`~medlens.data.readers.dicom.read_dicom`.
+    by_z : bool
+        Place an ROI whose SOP Instance UID is not among the slices by its z position instead
+        (within ``Z_TOLERANCE_MM``). The archive builder matches by UID only.
+    sessions : list of ReaderSession, optional
+        The already parsed XML.
+
+    Returns
+    -------
+    list of Mark
+        In reader then nodule order, including marks with no voxel on the image (empty ``mask``),
+        whose ROIs are all in ``unplaced``.
+    """
+    if len(image.shape) != 3:
+        raise GeometryError(f"{image.source}: LIDC masks need a volume, got spatial shape {image.shape}")
+    by_uid, z = _slice_index(image)
+    sessions = read_lidc_xml(xml_path) if sessions is None else sessions
+    return [_rasterise(nodule, session.index, image.shape, by_uid, z, by_z)
+            for session in sessions for nodule in session.nodules]
 
 
 def lidc_reader_masks(xml_path: str | Path, image: MedImage) -> list[ReaderNodule]:
@@ -198,17 +291,8 @@ def lidc_reader_masks(xml_path: str | Path, image: MedImage) -> list[ReaderNodul
     list of ReaderNodule
         In reader then nodule order; ``mask`` has the image's spatial shape ``(D, H, W)``.
     """
-    if len(image.shape) != 3:
-        raise GeometryError(f"{image.source}: LIDC masks need a volume, got spatial shape {image.shape}")
-    by_uid, z = _slice_index(image)
-    out = []
-    for session in read_lidc_xml(xml_path):
-        for nodule in session.nodules:
-            mask = _rasterise(nodule, image.shape, by_uid, z)
-            if mask.any():
-                out.append(ReaderNodule(session.index, nodule.nodule_id, nodule.malignancy,
-                                        nodule.characteristics, mask))
-    return out
+    return [ReaderNodule(m.reader, m.nodule_id, m.malignancy, m.characteristics, m.full(image.shape))
+            for m in reader_marks(xml_path, image) if m.mask.any()]
 
 
 @dataclass
@@ -230,13 +314,87 @@ class ConsensusNodule:
         return tuple(float(c) for c in ndimage.center_of_mass(self.mask))
 
 
-def consensus_nodules(xml_path: str | Path, image: MedImage) -> list[ConsensusNodule]:
-    """The lesions of ``image`` with their 50 % consensus masks, largest agreement first.
+@dataclass
+class LesionGroup:
+    """One lesion from :func:`group_marks`: its marks and the 50 % consensus inside their joint box."""
+
+    marks: list[Mark]
+    origin: tuple[int, int, int]
+    consensus: np.ndarray
+    """Boolean, box-local: voxels marked by at least ``⌈n/2⌉`` of the ``n`` readers (the union where none is)."""
+
+    @property
+    def readers(self) -> list[int]:
+        return sorted({m.reader for m in self.marks})
+
+    @property
+    def members(self) -> list[tuple[int, str]]:
+        return [(m.reader, m.nodule_id) for m in self.marks]
+
+    @property
+    def malignancy(self) -> list[int]:
+        """One rating per reader who rated the lesion (the last of a reader's merged marks), by reader."""
+        ratings = {m.reader: m.malignancy for m in self.marks if m.malignancy is not None}
+        return [ratings[k] for k in sorted(ratings)]
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        out[_box(self.origin, self.consensus.shape)] = self.consensus
+        return out
+
+
+def _overlap(a: Mark, b: Mark) -> bool:
+    lo = [max(p, q) for p, q in zip(a.origin, b.origin)]
+    hi = [min(p + n, q + m) for p, n, q, m in zip(a.origin, a.mask.shape, b.origin, b.mask.shape)]
+    if any(h <= low for low, h in zip(lo, hi)):
+        return False
+    sa = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, a.origin))
+    sb = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, b.origin))
+    return bool((a.mask[sa] & b.mask[sb]).any())
+
+
+def group_marks(marks: list[Mark], level: float = 0.5) -> list[LesionGroup]:
+    """Group overlapping marks into lesions with their consensus mask, largest agreement first.
 
     Reader masks that overlap are taken to outline the same lesion (pylidc's annotation clustering;
     one reader's overlapping masks are merged into one). Each cluster's consensus keeps the voxels
-    that at least ``⌈n/2⌉`` of its ``n`` readers mark (the 50 % consensus of LIDC studies); where a
-    chain of pairwise overlaps leaves no voxel with that many votes, the union is kept instead.
+    that at least ``max(1, ⌈level·n⌉)`` of its ``n`` readers mark: ``level = 0.5`` is the 50 % consensus
+    of LIDC studies (``⌈n/2⌉``), a level at or below ``1/n`` the union of the readers. Where a chain of
+    pairwise overlaps leaves no voxel with that many votes, the union is kept instead.
+    Sorted by the number of readers (descending), then by consensus volume (descending).
+    """
+    marks = [m for m in marks if m.mask.any()]
+    cluster = list(range(len(marks)))  # union-find over overlapping masks
+
+    def root(i: int) -> int:
+        while cluster[i] != i:
+            cluster[i] = cluster[cluster[i]]
+            i = cluster[i]
+        return i
+
+    for i in range(len(marks)):
+        for j in range(i):
+            if _overlap(marks[i], marks[j]):
+                cluster[root(i)] = root(j)
+    out = []
+    for r in sorted({root(i) for i in range(len(marks))}):
+        members = [m for i, m in enumerate(marks) if root(i) == r]
+        origin = tuple(min(m.origin[a] for m in members) for a in range(3))
+        size = tuple(max(m.origin[a] + m.mask.shape[a] for m in members) - origin[a] for a in range(3))
+        by_reader: dict[int, np.ndarray] = {}
+        for m in members:
+            placed = by_reader.setdefault(m.reader, np.zeros(size, dtype=bool))
+            placed[_box(tuple(o - g for o, g in zip(m.origin, origin)), m.mask.shape)] |= m.mask
+        votes = np.sum(list(by_reader.values()), axis=0)
+        consensus = votes >= max(1, math.ceil(level * len(by_reader)))
+        out.append(LesionGroup(members, origin, consensus if consensus.any() else votes > 0))
+    return sorted(out, key=lambda g: (-len(g.readers), -int(g.consensus.sum())))
+
+
+def consensus_nodules(xml_path: str | Path, image: MedImage) -> list[ConsensusNodule]:
+    """The lesions of ``image`` with their 50 % consensus masks, largest agreement first.
+
+    The grouping and consensus of :func:`group_marks`, with each mask on the whole image grid.
 
     Parameters
     ----------
@@ -250,34 +408,8 @@ def consensus_nodules(xml_path: str | Path, image: MedImage) -> list[ConsensusNo
     list of ConsensusNodule
         Sorted by the number of readers (descending), then by consensus volume (descending).
     """
-    masks = lidc_reader_masks(xml_path, image)
-    cluster = list(range(len(masks)))  # union-find over overlapping masks
-
-    def root(i: int) -> int:
-        while cluster[i] != i:
-            cluster[i] = cluster[cluster[i]]
-            i = cluster[i]
-        return i
-
-    for i in range(len(masks)):
-        for j in range(i):
-            if (masks[i].mask & masks[j].mask).any():
-                cluster[root(i)] = root(j)
-    out = []
-    for r in sorted({root(i) for i in range(len(masks))}):
-        members = [m for i, m in enumerate(masks) if root(i) == r]
-        by_reader: dict[int, np.ndarray] = {}
-        ratings: dict[int, int] = {}
-        for m in members:
-            by_reader[m.reader] = by_reader[m.reader] | m.mask if m.reader in by_reader else m.mask
-            if m.malignancy is not None:
-                ratings[m.reader] = m.malignancy
-        votes = np.sum(list(by_reader.values()), axis=0)
-        consensus = votes >= math.ceil(len(by_reader) / 2)
-        out.append(ConsensusNodule(sorted(by_reader), [(m.reader, m.nodule_id) for m in members],
-                                   [ratings[k] for k in sorted(ratings)],
-                                   consensus if consensus.any() else votes > 0))
-    return sorted(out, key=lambda n: (-len(n.readers), -int(n.mask.sum())))
+    return [ConsensusNodule(g.readers, g.members, g.malignancy, g.full(image.shape))
+            for g in group_marks(reader_marks(xml_path, image))]
 
 
 def nodule_centre(xml_path: str | Path, image: MedImage, nodule: ReaderNodule) -> tuple[float, float, float]:

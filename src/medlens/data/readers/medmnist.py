@@ -3,31 +3,32 @@
 An archive holds ``<split>_images`` and ``<split>_labels`` for the splits ``train``, ``val`` and ``test``:
 images ``uint8`` of shape ``(N, H, W)`` (grayscale), ``(N, H, W, 3)`` (RGB) or ``(N, D, H, W)`` (3D), labels
 ``(N, 1)`` (one class index) or ``(N, L)`` (multi-label 0/1). This is the layout that the ``medmnist``
-package writes and reads (``medmnist/dataset.py``); the reader here needs only numpy.
+package writes and reads (``medmnist/dataset.py``); the reader here needs only numpy. Arrays are read
+through :func:`medlens.data.readers.npz.open_npz`: each one's size is checked from its header before it
+is decompressed, and a damaged archive is an error naming the file. Labels must be whole numbers ≥ 0
+(:func:`medlens.data.labels.check_labels`).
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from medlens.errors import BadArchiveError, DatasetError, MissingPathError, UnreadableFileError
+from medlens.data.labels import check_labels
+from medlens.data.readers.npz import NpzArchive, open_npz
+from medlens.errors import BadArchiveError, DatasetError, MissingPathError
 
 SPLITS = ("train", "val", "test")
 
 
-def _open(path: Path) -> np.lib.npyio.NpzFile:
-    if not path.is_file():
+def _open(path: Path) -> NpzArchive:
+    if not path.exists():
         raise MissingPathError(path, "MedMNIST archive")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UnreadableFileError(path, f"not a readable .npz archive ({exc})") from exc
+    return open_npz(path)
 
 
-def _require(archive: np.lib.npyio.NpzFile, keys: list[str], path: Path) -> None:
+def _require(archive: NpzArchive, keys: list[str], path: Path) -> None:
     missing = [key for key in keys if key not in archive.files]
     if missing:
         raise BadArchiveError(
@@ -37,20 +38,20 @@ def _require(archive: np.lib.npyio.NpzFile, keys: list[str], path: Path) -> None
         )
 
 
-def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    try:
-        return archive[key]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UnreadableFileError(path, f"array {key!r} cannot be read ({exc})") from exc
+def _read(archive: NpzArchive, key: str, path: Path) -> np.ndarray:
+    return archive.read(key)
 
 
 def _labels(raw: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """``(N, 1)`` -> ``(N,)``; ``(N, L)`` with ``L > 1`` (multi-label) is kept."""
+    """``(N, 1)`` -> ``(N,)``; ``(N, L)`` with ``L > 1`` (multi-label) is kept; values checked as labels."""
     if raw.ndim == 2 and raw.shape[1] == 1:
-        return raw[:, 0]
-    if raw.ndim in (1, 2):
-        return raw
-    raise BadArchiveError(path, f"{key} has shape {raw.shape}; expected (N,), (N, 1) or (N, L)")
+        labels = raw[:, 0]
+    elif raw.ndim in (1, 2):
+        labels = raw
+    else:
+        raise BadArchiveError(path, f"{key} has shape {raw.shape}; expected (N,), (N, 1) or (N, L)")
+    check_labels(labels, source=f"{path} [{key}]")
+    return labels
 
 
 def _check_split(split: str, path: Path) -> None:
@@ -81,6 +82,10 @@ def load_medmnist(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]
         No such file.
     UnreadableFileError
         Not an npz archive, or an array in it cannot be decoded.
+    ImageTooLargeError
+        An array's header claims more than ``MEDLENS_MAX_BYTES``.
+    LabelError
+        Labels that are not whole numbers ≥ 0.
     BadArchiveError
         Keys missing (the message names them), images not uint8 or of an unknown shape, or image and label
         counts that differ.

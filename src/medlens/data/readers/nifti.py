@@ -25,41 +25,64 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medlens.data.readers._checks import existing_file
+from medlens.data.readers._checks import check_non_finite_mode, count_non_finite, existing_file
 from medlens.errors import EmptyImageError, UnreadableFileError
 from medlens.image import MedImage
+from medlens.limits import check_size
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def read_nifti(path: str | Path) -> MedImage:
+def read_nifti(path: str | Path, *, non_finite: str = "error") -> MedImage:
     """Read a NIfTI file; see the module docstring for the axis and world conventions.
+
+    The header is read first: the array shape and type it claims must fit :mod:`medlens.limits` before
+    a byte of the image is decompressed (a 1.7 MB ``.nii.gz`` can claim 1200³ voxels).
 
     Parameters
     ----------
     path : str or Path
         A ``.nii`` or ``.nii.gz`` file holding a 2D, 3D or 4D image.
+    non_finite : {"error", "flag"}
+        NaN or infinite voxels (float images) raise :class:`~medlens.errors.NonFiniteImageError`, or with
+        ``"flag"`` are counted in ``meta["non_finite_voxels"]``.
 
     Returns
     -------
     MedImage
         ``(C, D, H, W)`` for 3D and 4D files (C = 1, or the fourth axis), ``(C, H, W)`` for 2D.
+
+    Raises
+    ------
+    MissingPathError, EmptyImageError, UnreadableFileError, ImageTooLargeError, NonFiniteImageError
     """
     path = existing_file(path)
+    mode = check_non_finite_mode(non_finite)
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        shape = tuple(int(d) for d in img.header.get_data_shape())
+        itemsize = _decoded_itemsize(img)
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, OSError...
         raise UnreadableFileError(path, f"cannot read as NIfTI ({exc})") from exc
-    if data.ndim not in (2, 3, 4):
-        raise UnreadableFileError(path, f"NIfTI with {data.ndim} dimensions; expected 2, 3 or 4")
-    if data.size == 0:
-        raise EmptyImageError(path, f"NIfTI array has shape {data.shape}")
+    if len(shape) not in (2, 3, 4):
+        raise UnreadableFileError(path, f"NIfTI with {len(shape)} dimensions; expected 2, 3 or 4")
+    if 0 in shape:
+        raise EmptyImageError(path, f"NIfTI array has shape {shape}")
+    check_size(path, shape[:3][::-1], channels=shape[3] if len(shape) == 4 else 1, itemsize=itemsize)
+    try:
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as exc:  # truncated or corrupt data: EOFError, zlib.error, OSError, ValueError...
+        raise UnreadableFileError(path, f"cannot read as NIfTI ({exc})") from exc
+    if data.shape != shape:
+        raise UnreadableFileError(path, f"NIfTI data has shape {data.shape}, its header says {shape}")
+    n_bad = count_non_finite(data, path, mode)
+    if not np.all(np.isfinite(affine)):
+        raise UnreadableFileError(path, f"affine is not finite (pixdim, qform or sform corrupt):\n{affine}")
     nspatial = min(data.ndim, 3)
     spatial = np.transpose(data, tuple(range(nspatial))[::-1] + tuple(range(nspatial, data.ndim)))
     array = np.ascontiguousarray(np.moveaxis(spatial, -1, 0) if data.ndim == 4 else spatial[None])
 
-    affine = img.affine
     columns = RAS_TO_LPS @ affine[:3, :nspatial]
     zooms = np.linalg.norm(columns, axis=0)
     if np.any(zooms == 0):
@@ -72,8 +95,17 @@ def read_nifti(path: str | Path) -> MedImage:
         "format": "nifti",
         "qform_code": int(img.header["qform_code"]),
         "sform_code": int(img.header["sform_code"]),
+        "non_finite_voxels": n_bad,
     }
     return MedImage(array, tuple(zooms[::-1]), tuple(world_origin[:nspatial][::-1]), direction, meta)
+
+
+def _decoded_itemsize(img: nib.Nifti1Image) -> int:
+    """Bytes per voxel of the array nibabel will return: the stored type's, or 8 when ``scl_slope`` /
+    ``scl_inter`` scale it (nibabel then returns floats)."""
+    stored = np.dtype(img.get_data_dtype()).itemsize
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    return 8 if (slope != 1.0 or inter != 0.0) else stored
 
 
 def write_nifti(image: MedImage, path: str | Path) -> Path:
