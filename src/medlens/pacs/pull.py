@@ -50,7 +50,7 @@ class PulledStudy:
     """A downloaded study: its checked series in a private folder, and who it belongs to.
 
     ``patient_id``, ``patient_name`` and ``birth_date`` come from the first instance; they are for
-    pseudonyms (:mod:`medlens.pacs.identity`) and DICOM objects, never for other files.
+    pseudonyms (:mod:`medlens.data.identifiers`) and DICOM objects, never for other files.
     """
 
     server: str
