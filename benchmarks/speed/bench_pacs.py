@@ -9,6 +9,8 @@ segmentation bundle) → classify (nodule bundle, one lesion per component) → 
 series are deleted between repeats (not timed). One warm-up run comes first (imports, highdicom's standard
 tables, the first torch call) and is reported apart. Over DICOMweb and over DIMSE (C-GET, C-STORE).
 
+**Threads**: the segment stage alone at 1 and 2 torch threads, interleaved (the run uses 1).
+
 **SEG encoding**: a 512 × 512 × 300 mask (two ellipsoids, a pair of lungs in size: 279 slices touched) on 300
 source headers, written by medlens (:func:`medlens.pacs.seg.write_seg`) and by highdicom's writer with its
 defaults (BINARY, native transfer syntax, empty frames left out), then by the per-frame compressed path
@@ -103,6 +105,30 @@ def round_trip(nodules: Path, segmenter: Path, repeats: int) -> dict:
     return results
 
 
+def segment_threads(segmenter: Path, repeats: int) -> dict:
+    """Seconds of the segment stage on LIDC-IDRI-0001 at 1 and 2 torch threads, interleaved (the run uses 1:
+    :data:`medlens.pacs.run.MODEL_THREADS`)."""
+    import warnings
+
+    from medlens.data.readers import read_dicom
+    from medlens.engine.threads import torch_threads
+    from medlens.pacs.models import load_model, segment
+
+    model = load_model(segmenter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reader XML beside the series
+        image = read_dicom(Path(os.environ["MEDLENS_DATA"]) / SERIES)
+    segment(model, image)
+    seconds = {1: [], 2: []}
+    for _ in range(repeats):
+        for threads in (1, 2):
+            with torch_threads(threads):
+                start = time.perf_counter()
+                segment(model, image)
+                seconds[threads].append(round(time.perf_counter() - start, 3))
+    return {f"{n}_threads": {"median_s": statistics.median(s), "runs_s": s} for n, s in seconds.items()}
+
+
 SEG_VARIANT = r'''
 import copy, glob, json, statistics, sys, time
 import numpy as np, pydicom
@@ -181,6 +207,8 @@ def main() -> None:
     parser.add_argument("--skip-seg", action="store_true")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     args = parser.parse_args()
+    # pseudonyms of the run's tables: a key of the benchmark's own, so that no key file is created in $HOME
+    os.environ.setdefault("MEDLENS_PSEUDONYM_KEY", "bench-pacs")
     result = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     if not args.skip_round_trip:
         with tempfile.TemporaryDirectory() as folder:
@@ -188,6 +216,7 @@ def main() -> None:
             if nodules is None or segmenter is None:
                 nodules, segmenter = train_bundles(Path(folder))
             result["round_trip"] = round_trip(nodules, segmenter, args.repeats)
+            result["segment_threads"] = segment_threads(segmenter, args.repeats + 1)
         print(json.dumps(result["round_trip"], indent=2), flush=True)
     if not args.skip_seg:
         result["seg_512x512x300"] = seg_encoding(args.seg_repeats, args.seg_variants)

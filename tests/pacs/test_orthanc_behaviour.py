@@ -4,7 +4,8 @@ Some Orthanc versions answered a STOW-RS request sent with chunked transfer enco
 does for bodies over 1 MB) with success and stored nothing. The Debian Orthanc this suite runs stores such
 requests (first test: if a package update brings the fault back, this test says so). medlens sends STOW-RS
 bodies whole, with a Content-Length (second test), and checks after every push that the server holds what
-it acknowledged: an Orthanc whose Lua filter drops SR objects after acknowledging them is caught (third).
+it acknowledged: an Orthanc whose Lua filter refuses SR objects, and which still acknowledges them (in the
+STOW-RS answer and with a C-STORE success), is caught (third).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Stages, each timed (:class:`Report` ``seconds``):
 4. **segment** (with a segmentation bundle): its label map, in the series' geometry.
 5. **classify** (with a nodule bundle): the lesions, from ``at`` or one per connected component of the
    segmentation (:mod:`medlens.pacs.lesions`), each classified as in ``medlens predict``.
+   Both model stages run on :data:`MODEL_THREADS` torch threads.
 6. **write**: the SEG (:mod:`medlens.pacs.seg`) and the SR (:mod:`medlens.pacs.sr`) into ``out``.
 7. **validate**: each object (:mod:`medlens.pacs.validate`); one failure stops the run before any push.
 8. **push** (when asked): send them and check what arrived (:mod:`medlens.pacs.push`).
@@ -42,6 +43,11 @@ from medlens.pacs.sr import POSITIVE_LABEL, Finding
 
 SEG_FILE, SR_FILE, TABLE_FILE, RUN_FILE = "seg.dcm", "sr.dcm", "findings.csv", "run.json"
 STAGES = ("query", "pull", "read", "segment", "classify", "write", "validate", "push")
+MODEL_THREADS = 1
+"""torch threads of the model stages. One series' windows (and one lesion's cube) are small pieces of work:
+on the shared 2-core machine the tests' segmenter took a median 0.23 s for LIDC-IDRI-0001 with one thread
+and 3.1 s (0.4 to 14.7 s) with two, the threads waiting on each other (benchmarks/results/pacs.md), as
+``medlens predict`` found for a few images."""
 
 
 @dataclass
@@ -148,6 +154,7 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
         Bad options, e.g. a nodule bundle without ``at`` or a segmentation bundle.
     """
     from medlens.data.readers import read_dicom
+    from medlens.engine.threads import torch_threads
 
     classifier, segmenter = split_models(models)
     if classifier is None and request.at is not None:
@@ -187,7 +194,8 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
         labels = None
         if segmenter is not None:
             say(f"segmenting with {segmenter.identity.name}")
-            labels = segment(segmenter, image)
+            with torch_threads(MODEL_THREADS):
+                labels = segment(segmenter, image)
             clock.lap("segment")
         findings = []
         if classifier is not None:
@@ -198,9 +206,7 @@ def run_on_study(source: Pacs, models: list[Classifier | Segmenter], request: Re
                 report.notes.append(f"{report.components_dropped} segmentation component(s) under "
                                     f"{request.min_diameter_mm:g} mm left out")
             say(f"classifying {len(lesions)} lesion(s) with {classifier.identity.name}")
-            from medlens.engine.threads import torch_threads
-
-            with torch_threads(1):  # one lesion at a time: one thread, which a busy machine cannot stall
+            with torch_threads(MODEL_THREADS):
                 predictions = classify(classifier, series.folder, lesions, pulled.root)
             findings = [Finding(lesion, prediction) for lesion, prediction in zip(lesions, predictions)]
             clock.lap("classify")
