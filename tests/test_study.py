@@ -19,6 +19,8 @@ from medlens.evaluate.metrics import classification_metrics
 from medlens.evaluate.protocol import make_folds
 from medlens.study import evaluate_model, load_dataset, run_study
 
+from realdata import REPO
+
 pytestmark = pytest.mark.realdata
 
 
@@ -69,6 +71,15 @@ def test_quick_study_writes_every_output(quick_run):
     table = (out / "table.md").read_text()
     assert "| ECE after temperature scaling |" in table and "| SP at SE≥0.95 threshold (val) |" in table
     assert "| balanced accuracy |" in table
+
+
+def test_outputs_name_no_absolute_path_of_the_users_data_or_config(quick_run, data_root):
+    """Paths are relative to the data root or the working folder (``--keep-identifiers`` keeps them whole)."""
+    out, results = quick_run
+    assert results["data"]["source"] == "lidc_idri_nodule_vois"
+    for name in ("results.json", "report.html", "model_card.md", "table.md", "predictions.csv"):
+        text = (out / name).read_text()
+        assert str(data_root) not in text and str(REPO) not in text, name
 
 
 def test_quick_study_beats_a_trivial_baseline(quick_run):

@@ -37,7 +37,7 @@ from medlens.files import json_ready, write_text_atomically
 from medlens.models.base import GRADCAM_METHODS
 from medlens.models.pipeline import ModelPipeline, build_pipeline, prepare_features
 from medlens.progress import progress_bar
-from medlens.report.provenance import package_versions, platform_description
+from medlens.report.provenance import package_versions, platform_description, shown_config, shown_path
 
 #: The folder of an output folder where a study records its progress (:class:`FoldStore`).
 RESUME_FOLDER = ".resume"
@@ -282,7 +282,7 @@ def evaluate_model(model_cfg: ModelConfig, data: ArrayDataset, folds: list[Fold]
 
 def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, quick: bool = False,
               quiet: bool = False, overwrite: bool = False, resume: bool = False, workers: int | None = None,
-              scheduler: str | None = None) -> dict[str, Any]:
+              scheduler: str | None = None, keep_identifiers: bool = False) -> dict[str, Any]:
     """Run ``config`` and write its results, tables, figures and report into ``out_dir``.
 
     Parameters
@@ -307,6 +307,9 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
         Run the folds × models × seeds as Dask tasks (:func:`run_folds_on_dask`) on a local cluster of
         ``workers`` processes, or on the running ``scheduler`` (its workers must see ``out_dir``); the results
         equal the sequential run's. ``results.json`` records where each task ran.
+    keep_identifiers : bool
+        Write absolute paths of the data and config in the outputs (default: paths relative to the data root
+        or the working folder, else names only; :func:`medlens.report.provenance.shown_path`).
 
     Returns
     -------
@@ -366,14 +369,15 @@ def run_study(config: StudyConfig, out_dir: Path, *, folds: int | None = None, q
                  "n_groups": None if data.groups is None else int(len(np.unique(data.groups))),
                  "image_shape": list(data.images.shape[1:]),
                  "n_features": 0 if data.features is None else int(data.features.shape[1]),
-                 "source": data.meta.get("source"), "label_rule": data.meta.get("label_rule"),
+                 "source": shown_path(data.meta.get("source"), keep_identifiers),
+                 "label_rule": data.meta.get("label_rule"),
                  **_catalogue_provenance(config.data.name)},
         "protocol": protocol,
         "models": results_models,
         "reference": config.reference.model_dump() if config.reference else None,
         "provenance": {
-            "config": config.model_dump(mode="json"),
-            "config_file": str(config.source) if config.source else None,
+            "config": shown_config(config, keep_identifiers),
+            "config_file": shown_path(config.source, keep_identifiers),
             "data_md5": data.meta.get("source_md5"),
             "versions": package_versions(),
             "seed": config.seed,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from medlens.commands.predict import predict
 from medlens.commands.train import train
 from medlens.config import load_config, parse_config
+from medlens.data.identifiers import pseudonym
 from medlens.data.builders import lidc_nodules
 from medlens.data.readers import consensus_nodules, read_dicom
 from medlens.errors import ConfigError
@@ -80,8 +81,14 @@ def test_malignant_call_from_raw_dicom_series(nodule_bundle, series, tmp_path):
     assert np.allclose(table["p_benign"] + table["p_malignant"], 1.0)
     first = table.iloc[0]
     assert "LIDC-IDRI-0001" in first["path"] and "4 readers" in first["roi"] and "5/5/5/4" in first["roi"]
-    assert first["patient_id"] == "LIDC-IDRI-0001"
+    assert pd.isna(first["patient_id"]) and first["patient_pseudonym"] == pseudonym("LIDC-IDRI-0001")
+    assert "LIDC-IDRI-0001" not in out.read_text().replace(first["path"], "")  # the PatientID only in the path
     assert first["series_uid"] == "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192"
+    kept = tmp_path / "kept.csv"
+    result = CliRunner().invoke(app, ["predict", str(nodule_bundle), str(series["0001"]), "--out", str(kept),
+                                      "--keep-identifiers", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(kept)["patient_id"][0] == "LIDC-IDRI-0001"
 
 
 def test_series_cube_matches_the_training_cube(series, data_root):

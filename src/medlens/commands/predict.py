@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import ConfigError
-from medlens.files import write_atomically
+from medlens.files import claim_output, csv_text, write_csv_atomically
 
 FEW_INPUTS = 4
 
@@ -51,15 +52,16 @@ def predict(
     aet: str = typer.Option("MEDLENS", "--aet", help="With a DIMSE --pacs: medlens's own AE title."),
     move_port: int = typer.Option(None, "--move-port", help="With a DIMSE --pacs: retrieve by C-MOVE to this "
                                                             "port (default C-GET)."),
-    keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help="With --pacs: write the patient ID in "
-                                                                            "findings.csv and run.json, not a "
-                                                                            "pseudonym."),
+    keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help="Write the DICOM PatientID in the "
+                                          "patient_id column (default: empty; patient_pseudonym holds a keyed "
+                                          "pseudonym, see `medlens inspect --help`). With --pacs: the patient's ID, "
+                                          "name and birth date in findings.csv and run.json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict every image of the inputs with a bundle: one CSV row per image.
 
-    Columns: path, index (image within the file), patient_id and series_uid (DICOM), roi (the lesion of
-    a volume), `p_<label>` per class, label, threshold, out_of_distribution (why an image looks unlike the
+    Columns: path, index (image within the file), patient_id (only with --keep-identifiers),
+    patient_pseudonym and series_uid (DICOM), roi (the lesion of a volume), `p_<label>` per class, label, threshold, out_of_distribution (why an image looks unlike the
     training images; --strict refuses such images), error. Each image is prepared like the training data
     (scaled to [0, 1] by its declared range, grayscale, resized to the bundle's size); an image with NaN
     or infinite values, or a float image outside [0, 1], is refused in its row. A file that cannot be
@@ -117,17 +119,25 @@ def predict(
     # a few inputs: one thread, which a busy machine cannot stall (two threads waiting on each other took
     # 0.5 s instead of 5 ms per image under load; benchmarks/results/predict.md)
     threads = 1 if len(inputs) <= FEW_INPUTS else torch.get_num_threads()
-    with torch_threads(threads), progress_bar(len(inputs), "predict", disable=quiet or len(inputs) < 5) as advance_for:
-        table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection,
-                                        strict=strict)
-        table["index"] = table["index"].astype("Int64")
+    read = [bundle, *inputs, *(p for p in (mask, xml) if p is not None)]
+    with ExitStack() as claims:
+        if out is not None:
+            claims.enter_context(claim_output(out, kind="file", inputs=read))
         if explain is not None:
-            _write_explanations(loaded, prepared, table, explain, method)
-    if out is not None:
-        write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
-        console.print(f"wrote {out}: {len(table)} rows, {int(table['error'].notna().sum())} errors", highlight=False)
-    else:
-        typer.echo(table.to_csv(index=False))
+            claims.enter_context(claim_output(explain, kind="folder", inputs=read))
+        with torch_threads(threads), progress_bar(len(inputs), "predict",
+                                                  disable=quiet or len(inputs) < 5) as advance_for:
+            table, prepared = predict_files(loaded, inputs, advance=advance_for("files"), selection=selection,
+                                            strict=strict, keep_identifiers=keep_identifiers)
+            table["index"] = table["index"].astype("Int64")
+            if explain is not None:
+                _write_explanations(loaded, prepared, table, explain, method)
+        if out is not None:
+            write_csv_atomically(out, table)
+            console.print(f"wrote {out}: {len(table)} rows, {int(table['error'].notna().sum())} errors",
+                          highlight=False)
+        else:
+            typer.echo(csv_text(table))
 
 
 def _write_explanations(loaded, prepared, table, folder: Path, method: str) -> None:

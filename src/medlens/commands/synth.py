@@ -67,6 +67,7 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
     from sklearn.model_selection import train_test_split
 
     from medlens.data.readers.medmnist import load_medmnist
+    from medlens.report.provenance import shown_path
     from medlens.synth.gan import GAN, GANConfig, save_grid
 
     folder = out or config.out
@@ -89,7 +90,7 @@ def train_from_config(config: SynthConfig, out: Path | None = None, progress: bo
     progress_folder = resume_folder(folder, resume)
     gan = GAN(gan_config)
     gan.fit(images, labels, progress=progress, checkpoint=progress_folder / "gan.pt")
-    folder = gan.save(folder, extra={"data": str(config.data), "split": config.split, "fraction": config.fraction,
+    folder = gan.save(folder, extra={"data": shown_path(config.data), "split": config.split, "fraction": config.fraction,
                                      "n_train": int(len(labels))})
     save_grid(gan.sample(8 * gan_config.n_classes, seed=0)[0], folder / "samples.png", columns=8)
     shutil.rmtree(progress_folder, ignore_errors=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
+from medlens.files import claim_output
 
 
 @reports_errors
@@ -28,6 +29,8 @@ def train(
                                                     "as cnn; needs medlens[onnx]), checked against PyTorch on "
                                                     "the validation images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help="Record absolute paths of the data in "
+                                          "the bundle's manifest (default: not)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an earlier run into --out that was killed, from "
                                 "its last epoch (the result equals an uninterrupted run's)."),
 ) -> None:
@@ -48,9 +51,10 @@ def train(
 
     quiet = quiet_requested(quiet)
     study_config = load_config(config)
-    manifest = train_bundle(study_config, out, model, quick=quick, max_samples=max_samples, threshold=threshold,
-                            calibrate=calibrate, quiet=quiet, exclude_groups=exclude_group, onnx=onnx,
-                            resume=resume)
+    with claim_output(out, kind="folder", inputs=[config]):  # checked before any data is read or model trained
+        manifest = train_bundle(study_config, out, model, quick=quick, max_samples=max_samples, threshold=threshold,
+                                calibrate=calibrate, quiet=quiet, exclude_groups=exclude_group, onnx=onnx,
+                                resume=resume, keep_identifiers=keep_identifiers)
     metrics = manifest["metrics"]
     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
     console.print(f"wrote bundle {out} (model {manifest['model']['id']}){': ' + summary if summary else ''}")

@@ -34,6 +34,7 @@ from medlens.deploy.bundle import CARD, WEIGHTS, BundleError, BundleReader, load
 from medlens.errors import ModelError
 from medlens.models.base import ModelState
 from medlens.models.pipeline import ModelPipeline, restore_pipeline
+from medlens.report.provenance import shown_config
 
 #: The only scikit-learn types, besides skops' default safe ones (estimators, arrays), that a bundle's
 #: ``.skops`` files may contain: what the ``svm`` model's Platt calibration holds.
@@ -92,7 +93,8 @@ def save_classifier(model: ModelPipeline, params: dict[str, Any], config: StudyC
                     out_dir: str | Path, *, model_id: str, metrics: dict[str, Any] | None = None,
                     threshold: float = 0.5, image_shape: tuple[int, ...] | None = None,
                     temperature: float | None = None, training: dict[str, Any] | None = None,
-                    input_profile: dict[str, Any] | None = None, onnx_images: np.ndarray | None = None) -> Path:
+                    input_profile: dict[str, Any] | None = None, onnx_images: np.ndarray | None = None,
+                    keep_identifiers: bool = False) -> Path:
     """Write a fitted pipeline as a classifier bundle (replacing one at ``out_dir`` as a whole).
 
     Parameters
@@ -125,6 +127,9 @@ def save_classifier(model: ModelPipeline, params: dict[str, Any], config: StudyC
     onnx_images : ndarray, optional
         Model-ready images; when given, the model is also exported to ``model.onnx`` and checked on them
         (:func:`medlens.deploy.export.export_onnx`); a model that cannot export is an error.
+    keep_identifiers : bool
+        Record the config's data path as it is (default: shown by
+        :func:`medlens.report.provenance.shown_path`, never an absolute path of the user's).
     """
     if not 0.0 < threshold < 1.0:
         raise ModelError(f"bundle: threshold must lie in (0, 1), got {threshold}")
@@ -135,7 +140,7 @@ def save_classifier(model: ModelPipeline, params: dict[str, Any], config: StudyC
                   "description": getattr(model, "description", "") or "",
                   "n_parameters": getattr(model, "n_parameters", None)},
         "pipeline": {"steps": model.describe()},
-        "config": config.model_dump(mode="json"),
+        "config": shown_config(config, keep_identifiers),
         "data": {"labels": list(data_meta.get("labels") or []), "md5": data_meta.get("source_md5"),
                  "dataset": data_meta.get("dataset"), "channels": data_meta.get("channels"),
                  "modality": data_meta.get("modality"),

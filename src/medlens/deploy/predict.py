@@ -34,7 +34,7 @@ from medlens.deploy.input_profile import check_inputs
 from medlens.errors import MedlensError, UnreadableFileError
 from medlens.deploy.predict_volume import LesionSelection
 
-ID_COLUMNS = ("patient_id", "series_uid")
+ID_COLUMNS = ("patient_id", "patient_pseudonym", "series_uid")
 BATCH_IMAGES = 256
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NPZ_KEYS = ("test_images", "images")
@@ -115,15 +115,14 @@ def _picture(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
 
 
 def _npz(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            key = next((k for k in NPZ_KEYS if k in archive.files), None)
-            if key is None:
-                raise UnreadableFileError(path, f"archive has none of the keys {', '.join(NPZ_KEYS)} "
-                                                f"(found {', '.join(archive.files) or 'nothing'})")
-            stack = archive[key]
-    except (OSError, ValueError, EOFError) as exc:
-        raise UnreadableFileError(path, f"not a readable .npz archive ({exc})") from exc
+    from medlens.data.readers.npz import open_npz
+
+    with open_npz(path) as archive:  # size limits from the headers, no pickle, named errors
+        key = next((k for k in NPZ_KEYS if k in archive), None)
+        if key is None:
+            raise UnreadableFileError(path, f"archive has none of the keys {', '.join(NPZ_KEYS)} "
+                                            f"(found {', '.join(archive.files) or 'nothing'})")
+        stack = archive.read(key)
     spatial = len(shape) - 1
     if stack.ndim == spatial + 1:  # (N, H, W) grayscale images or (N, D, H, W) grayscale volumes
         stack = stack[:, None]
@@ -229,12 +228,24 @@ def iter_prepared(bundle: Bundle, inputs: list[str | Path], selection: LesionSel
         yield prepare_input(path, bundle, selection)
 
 
-def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None, strict: bool = False) -> list[dict]:
+def _ids(item: Prepared, keep_identifiers: bool) -> dict[str, str | None]:
+    """The id columns of a file's rows: the DICOM PatientID only when kept, always its keyed pseudonym
+    (:func:`medlens.data.identifiers.pseudonym`), and the series UID."""
+    from medlens.data.identifiers import pseudonym
+
+    patient = item.ids.get("patient_id")
+    return {"patient_id": patient if keep_identifiers else None, "patient_pseudonym": pseudonym(patient),
+            "series_uid": item.ids.get("series_uid")}
+
+
+def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None, strict: bool = False,
+             keep_identifiers: bool = False) -> list[dict]:
     """The output rows of one input file: one per image, or one error row.
 
     Each image's ``out_of_distribution`` column holds why it looks unlike the training images, or is empty
     (:func:`medlens.deploy.input_profile.check_inputs`); with ``strict`` such an image is refused (its
-    probabilities and label left empty, the reason in its error column)."""
+    probabilities and label left empty, the reason in its error column). The DICOM PatientID is written only
+    with ``keep_identifiers`` (:func:`_ids`)."""
     names = bundle.labels
     if item.error is not None:
         return [{"path": str(item.path), "index": None, **{key: None for key in ID_COLUMNS}, "roi": None,
@@ -242,10 +253,10 @@ def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None, strict: b
                  "out_of_distribution": None, "error": item.error}]
     chosen = decide(proba, bundle.threshold)
     unusual = check_inputs(bundle.input_profile, item.images, item.channels, item.modality)
-    rows = []
+    rows, ids = [], _ids(item, keep_identifiers)
     for i in item.index:
         refused = strict and unusual[i] is not None
-        rows.append({"path": str(item.path), "index": i, **{key: item.ids.get(key) for key in ID_COLUMNS},
+        rows.append({"path": str(item.path), "index": i, **ids,
                      "roi": item.rois[i] if item.rois else None,
                      **{f"p_{n}": None if refused else float(proba[i, c]) for c, n in enumerate(names)},
                      "label": None if refused else names[chosen[i]], "threshold": bundle.threshold,
@@ -254,7 +265,8 @@ def rows_for(bundle: Bundle, item: Prepared, proba: np.ndarray | None, strict: b
     return rows
 
 
-def _predict_batch(bundle: Bundle, batch: list[Prepared], strict: bool = False) -> list[list[dict]]:
+def _predict_batch(bundle: Bundle, batch: list[Prepared], strict: bool = False,
+                   keep_identifiers: bool = False) -> list[list[dict]]:
     """Rows of each prepared file of ``batch``, its images predicted in one call; if that call fails,
     file by file, so that one bad file gets its error and the others their predictions."""
     ready = [item for item in batch if item.error is None]
@@ -277,20 +289,22 @@ def _predict_batch(bundle: Bundle, batch: list[Prepared], strict: bool = False) 
                 item.error = f"{item.path}: {exc}"
         if proba is not None and not np.isfinite(proba).all():
             item.error = f"{item.path}: the model gave non-finite probabilities (NaN or infinite); no answer"
-        out.append(rows_for(bundle, item, proba, strict))
+        out.append(rows_for(bundle, item, proba, strict, keep_identifiers))
     return out
 
 
 def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, selection: LesionSelection | None = None,
-                  batch_size: int = BATCH_IMAGES, strict: bool = False) -> tuple[pd.DataFrame, list[Prepared]]:
+                  batch_size: int = BATCH_IMAGES, strict: bool = False, keep_identifiers: bool = False
+                  ) -> tuple[pd.DataFrame, list[Prepared]]:
     """Predict every image of ``inputs``.
 
     Files are read one at a time and their images predicted in batches of about ``batch_size`` images
     across files (many small PNGs cost one model call per batch, not per file). Returns the table (path,
-    index, patient_id, series_uid, roi, ``p_<label>``..., label, threshold, out_of_distribution, error; rows
-    in input order) and the prepared inputs (for explanations). ``advance()`` is called per file;
+    index, patient_id, patient_pseudonym, series_uid, roi, ``p_<label>``..., label, threshold,
+    out_of_distribution, error; rows in input order) and the prepared inputs (for explanations).
+    ``advance()`` is called per file;
     ``selection`` finds the lesions in volumes for 3D lesion bundles; ``strict`` refuses inputs unlike the
-    training images (:func:`rows_for`).
+    training images and ``keep_identifiers`` writes the DICOM PatientID (:func:`rows_for`).
     """
     rows, prepared, batch, pending = [], [], [], 0
     for item in iter_prepared(bundle, inputs, selection):
@@ -298,10 +312,10 @@ def predict_files(bundle: Bundle, inputs: list[str | Path], advance=None, select
         prepared.append(item)
         pending += len(item.images) if item.error is None else 0
         if pending >= batch_size:
-            rows.extend(r for file_rows in _predict_batch(bundle, batch, strict) for r in file_rows)
+            rows.extend(r for file_rows in _predict_batch(bundle, batch, strict, keep_identifiers) for r in file_rows)
             batch, pending = [], 0
         if advance is not None:
             advance()
     if batch:
-        rows.extend(r for file_rows in _predict_batch(bundle, batch, strict) for r in file_rows)
+        rows.extend(r for file_rows in _predict_batch(bundle, batch, strict, keep_identifiers) for r in file_rows)
     return pd.DataFrame(rows), prepared

@@ -99,9 +99,10 @@ def beside_xml(path: Path) -> Path | None:
 
 def _mask_file(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     from medlens.data.readers import read_nifti
+    from medlens.data.readers.npz import read_npy
 
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        array = read_npy(path)
     else:
         array = read_nifti(path).array[0]
     if array.shape != shape:

@@ -123,7 +123,8 @@ def _scores(y: np.ndarray, p: np.ndarray, labels, threshold: float, n_bins: int)
 def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *, quick: bool = False,
                  max_samples: int | None = None, threshold: float | str | OperatingPoint = 0.5,
                  calibrate: bool = False, quiet: bool = False,
-                 exclude_groups: list[str] | None = None, onnx: bool = False, resume: bool = False) -> dict[str, Any]:
+                 exclude_groups: list[str] | None = None, onnx: bool = False, resume: bool = False,
+                 keep_identifiers: bool = False) -> dict[str, Any]:
     """Train one model of ``config`` and write its bundle into ``out``.
 
     With the dataset's official split the model trains on ``train``, stops early on ``val`` (which
@@ -144,6 +145,8 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
         Continue the training of an earlier run into ``out`` that was killed (its resume checkpoints are kept
         beside ``out`` until the bundle is written, :func:`medlens.files.resume_folder`); the bundle equals an
         uninterrupted run's.
+    keep_identifiers : bool
+        Record absolute paths of the user's data in the manifest (default: not).
 
     Returns
     -------
@@ -221,6 +224,6 @@ def train_bundle(config: StudyConfig, out: Path, model_id: str | None = None, *,
                     training={"protocol": protocol, "operating_point": point.describe(), "validation": validation,
                               "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings},
                     input_profile=fit_profile(data.images[train_idx], data.meta.get("modality")),
-                    onnx_images=val.images if onnx else None)
+                    onnx_images=val.images if onnx else None, keep_identifiers=keep_identifiers)
     shutil.rmtree(progress_folder, ignore_errors=True)
     return load_classifier(out).manifest

@@ -31,3 +31,33 @@ def platform_description() -> str:
     import torch
 
     return f"{platform.platform()}; {os.cpu_count()} CPUs; torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
+def shown_path(path, keep: bool = False) -> str | None:
+    """How an output names a file or folder of the user's: relative to the data root (``MEDLENS_DATA``, then the
+    cache) or to the working folder when it lies inside one, else by its own name only; the absolute path
+    only with ``keep`` (``--keep-identifiers``). A folder's absolute path can name a person or a project, so
+    results, reports, model cards and bundle manifests do not carry it unasked."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    path = Path(path)
+    if keep or not path.is_absolute():
+        return str(path)
+    roots = [os.environ.get("MEDLENS_DATA"), os.environ.get("MEDLENS_CACHE"), Path.home() / ".cache" / "medlens",
+             Path.cwd()]
+    for root in roots:
+        if root:
+            try:
+                return str(path.resolve().relative_to(Path(root).resolve()))
+            except ValueError:
+                continue
+    return path.name
+
+
+def shown_config(config, keep: bool = False) -> dict:
+    """A study config as outputs record it: its data path shown by :func:`shown_path`."""
+    dumped = config.model_dump(mode="json")
+    dumped["data"]["path"] = shown_path(dumped["data"].get("path"), keep)
+    return dumped

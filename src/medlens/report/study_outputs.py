@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medlens.data.dataset import ArrayDataset
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import write_atomically, write_csv_atomically, write_text_atomically
 
 
 def write_study_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.ndarray]], data: ArrayDataset,
@@ -45,7 +45,7 @@ def write_study_outputs(results: dict[str, Any], oof: dict[str, dict[str, np.nda
         for k, p in enumerate(entry.get("p_seeds") or [], start=1):  # further training seeds
             for c, name in enumerate(names):
                 frame[f"{key}_seed{k}_p_{name}"] = p[:, c]
-    write_text_atomically(out_dir / "predictions.csv", frame.to_csv(index=False))
+    write_csv_atomically(out_dir / "predictions.csv", frame)
     write_tables(results, out_dir)
     write_text_atomically(out_dir / "model_card.md", study_model_cards(results))
     calibrated = {key: {"y_true": e["y_true"], "p": e["p_calibrated"]} for key, e in oof.items()

@@ -402,7 +402,8 @@ def create_app(settings: Settings) -> "Guard":
               description="Send one image as the multipart field `file`: a PNG/JPEG/BMP/TIFF picture, an npz "
                           "archive, a NIfTI volume, a DICOM file, or a DICOM series (a zip, or the files as "
                           "several `file` fields). Classifiers return the rows of `medlens predict` (path, "
-                          "index, patient_id, series_uid, roi, p_<label>..., label, threshold, error); "
+                          "index, patient_id, patient_pseudonym, series_uid, roi, p_<label>..., label, threshold, "
+                          "out_of_distribution, error); "
                           "segmenters one row per class (voxels, area or volume). `explain` adds Grad-CAM "
                           "overlays (PNG data URLs), `outline` the segmentation or lesion outlines, `view` the "
                           "arrays the page draws (gzip + base64).")
