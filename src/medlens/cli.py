@@ -13,6 +13,7 @@ from medlens.commands import data as data_commands
 from medlens.commands import denoise as denoise_commands
 from medlens.commands import features as features_commands
 from medlens.commands import inspect as inspect_command
+from medlens.commands import pacs as pacs_commands
 from medlens.commands import predict as predict_command
 from medlens.commands import segment as segment_commands
 from medlens.commands import serve as serve_command
@@ -71,3 +72,4 @@ app.add_typer(segment_commands.app, name="segment")
 app.add_typer(denoise_commands.app, name="denoise")
 app.add_typer(features_commands.app, name="features")
 app.add_typer(synth_commands.app, name="synth")
+app.add_typer(pacs_commands.app, name="pacs")

@@ -112,3 +112,14 @@ class OutputError(MedlensError):
 
 class OutputLockedError(OutputError):
     """Another medlens run is writing into the same output (its lock file is held)."""
+
+
+class PacsError(MedlensError):
+    """A PACS could not be reached, refused the association or a request, or answered with something unusable
+    (an unknown UID, a study that changed while it was pulled, objects missing after a push). The message names
+    the server and the UID."""
+
+
+class DicomObjectError(MedlensError):
+    """A DICOM object medlens wrote (SEG, SR) fails validation: dciodvfy reports errors, highdicom cannot read
+    it back, or its content differs from what was meant to be written. Nothing is pushed."""

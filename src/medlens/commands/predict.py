@@ -17,9 +17,11 @@ FEW_INPUTS = 4
 @reports_errors
 def predict(
     bundle: Path = typer.Argument(..., help="Bundle folder written by `medlens train`."),
-    inputs: list[Path] = typer.Argument(..., help="2D bundles: pictures (PNG, JPEG, BMP, TIFF) and .npz archives. "
-                                              "3D lesion bundles: DICOM series folders or files, NIfTI volumes."),
-    out: Path = typer.Option(None, "--out", "-o", help="CSV file to write. Default: print the table."),
+    inputs: list[Path] = typer.Argument(None, help="2D bundles: pictures (PNG, JPEG, BMP, TIFF) and .npz archives. "
+                                               "3D lesion bundles: DICOM series folders or files, NIfTI volumes."),
+    out: Path = typer.Option(None, "--out", "-o", help="CSV file to write. Default: print the table. With --pacs: "
+                                                       "the folder for seg.dcm, sr.dcm, findings.csv and run.json "
+                                                       "(default `runs/pacs-<date-time>`)."),
     explain: Path = typer.Option(None, "--explain", help="Folder for heat-map overlay PNGs (bundles whose model "
                                                           "can be explained; the manifest's capabilities say how)."),
     method: str = typer.Option(None, "--method", help="Map for --explain: gradcam, gradcam++ or occlusion. "
@@ -31,9 +33,29 @@ def predict(
     mask: Path = typer.Option(None, "--mask", help="3D: lesion mask (NIfTI or .npy) in the volume's geometry."),
     xml: Path = typer.Option(None, "--xml", help="3D: LIDC reader XML; one row per rated nodule with its 50% "
                                                  "consensus mask. Default: the .xml beside a DICOM series."),
+    pacs: str = typer.Option(None, "--pacs", help="Take the series from this PACS instead of INPUT files: "
+                                                   "`http://host:port/dicom-web` or `dimse://AET@host:port`."),
+    study: str = typer.Option(None, "--study", help="With --pacs: the StudyInstanceUID."),
+    series: str = typer.Option(None, "--series", help="With --pacs: the SeriesInstanceUID (default the study's "
+                                                     "largest series of the bundle's modality)."),
+    segmenter: Path = typer.Option(None, "--segmenter", help="With --pacs: a segmentation bundle (`medlens segment "
+                                                            "train`): its mask becomes a DICOM SEG and, without --at, "
+                                                            "each connected component one nodule of the SR."),
+    push: bool = typer.Option(False, "--push", help="With --pacs: store the SEG and SR in the PACS, then check "
+                                                    "that they arrived."),
+    push_to: str = typer.Option(None, "--push-to", help="With --pacs: push to this PACS instead (implies --push)."),
+    min_diameter: float = typer.Option(3.0, "--min-diameter", help="With --pacs: leave out components whose "
+                                                                   "longest axial diameter is smaller (mm)."),
+    segment_name: list[str] = typer.Option(None, "--segment-name", help="With --pacs: name of each class of the "
+                                                                        "segmentation (e.g. nodule, lung) when its "
+                                                                        "plan names none."),
+    aet: str = typer.Option("MEDLENS", "--aet", help="With a DIMSE --pacs: medlens's own AE title."),
+    move_port: int = typer.Option(None, "--move-port", help="With a DIMSE --pacs: retrieve by C-MOVE to this "
+                                                            "port (default C-GET)."),
     keep_identifiers: bool = typer.Option(False, "--keep-identifiers", help="Write the DICOM PatientID in the "
                                           "patient_id column (default: empty; patient_pseudonym holds a keyed "
-                                          "pseudonym, see `medlens inspect --help`)."),
+                                          "pseudonym, see `medlens inspect --help`). With --pacs: the patient's ID, "
+                                          "name and birth date in findings.csv and run.json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict every image of the inputs with a bundle: one CSV row per image.
@@ -53,7 +75,24 @@ def predict(
     --mask, --at or an LIDC XML (the one beside a series folder by default): one row per lesion,
     with the lesion in the roi column, cut and resampled as in training.
     Example: `medlens predict bundles/nodules LIDC-IDRI-0001/<study>/<series>/ --out preds.csv`.
+
+    From a PACS (`medlens pacs --help`): the study's series is pulled into a private temporary folder and
+    checked, the bundles run on it, the results are written as a DICOM SEG (the segmentation) and a DICOM SR
+    (TID 1500: each nodule's location, diameter, probability of malignancy, threshold and model), validated
+    with dciodvfy and highdicom, and with --push stored beside the study.
+    Example: `medlens predict bundles/nodules --segmenter bundles/nodule-seg --pacs http://localhost:8042/dicom-web --study 1.2.3.4 --push --out results/`.
     """
+    if pacs is not None or study is not None:
+        from medlens.commands.pacs import predict_on_pacs
+
+        if pacs is None or study is None or inputs:
+            raise ConfigError("--pacs URL and --study UID go together, without INPUT files")
+        return predict_on_pacs(bundle, pacs, study, segmenter=segmenter, series=series, at=at, push=push,
+                               push_to=push_to, out=out, min_diameter=min_diameter, segment_names=segment_name,
+                               aet=aet, move_port=move_port, keep_identifiers=keep_identifiers,
+                               quiet=quiet_requested(quiet))
+    if not inputs:
+        raise ConfigError("give INPUT files, or --pacs URL --study UID")
     import torch
 
     from medlens.deploy.classifier import load_classifier
