@@ -59,7 +59,9 @@ def test_a_nan_volume_is_an_error_naming_the_file_not_an_empty_mask(lidc, tmp_pa
     data[2, 3, 1] = np.nan
     data[4, 4, 2] = np.inf
     bad = tmp_path / "broken.nii.gz"
-    nib.save(nib.Nifti1Image(data, img.affine, img.header), bad)
+    header = img.header.copy()
+    header.set_data_dtype(np.float32)  # a float volume, as a reconstruction or a converter may write
+    nib.save(nib.Nifti1Image(data, img.affine, header), bad)
     with pytest.raises(UnreadableFileError, match=r"broken.nii.gz: 2 voxels are NaN or infinite"):
         predict_files(model, plan, [bad], tmp_path / "o")
     assert not (tmp_path / "o").exists()

@@ -30,17 +30,18 @@ def test_two_lung_dataset_plans_two_components_and_keeps_its_orientation(data_ro
 
 def test_small_structure_set_plans_a_patch_that_contains_the_structure(data_root):
     root = need(data_root, "lidc_idri_nodule_vois")
-    cases = load_folder(root, "binary", limit=200)
+    cases = load_folder(root, "binary")
     plan = make_plan(cases, root)
     spacing = np.array(plan.target_spacing)
-    assert np.allclose(spacing, np.median([c.image.spacing for c in cases], axis=0))  # no coarsening of nodules
+    assert (spacing <= np.median([c.image.spacing for c in cases], axis=0) + 1e-6).all()  # nodules: no coarsening
+    assert "no coarsening" in plan.reasons["target_spacing"]
     patch_mm = np.array(plan.patch_size) * spacing
     boxes = []
     for c in cases:
         where = np.argwhere(c.mask > 0)
         boxes.append((where.max(axis=0) - where.min(axis=0) + 1) * np.array(c.image.spacing))
-    inside = np.mean([(box <= patch_mm).all() for box in boxes])
-    assert inside >= 0.95, inside  # the patch holds the whole nodule in (almost) every case
+    inside = (np.array(boxes) <= patch_mm + 1e-6).mean(axis=0)
+    assert (inside >= 0.9).all(), inside  # along each axis the patch holds the whole nodule in 90 % of the cases
     assert (np.median(boxes, axis=0) / spacing <= receptive_field(plan.network.depth)).all()
     # lesion-centred crops of a structure without a canonical orientation: quarter turns, central component
     assert plan.augmentations.rot90 and plan.augmentations.elastic is None  # no elastic deformation in 3D

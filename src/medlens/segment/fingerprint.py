@@ -98,9 +98,11 @@ def structure_statistics(cases: list[SegCase], mask_mode: str = "binary") -> dic
     kind = "whole" if mask_mode != "instance" and np.mean(whole) > 0.5 else "objects"
     mean_mask = np.mean(means, axis=0)
     asymmetry = np.mean([np.abs(mean_mask - np.rot90(mean_mask, k, axes=(-2, -1))).mean() for k in (1, 2, 3)])
+    extents = extents_whole if kind == "whole" else extents_objects
     return {
         "kind": kind,
-        "extent_median": np.median(extents_whole if kind == "whole" else extents_objects, axis=0).tolist(),
+        "extent_median": np.median(extents, axis=0).tolist(),
+        "extent_p90": np.percentile(extents, 90, axis=0).tolist(),
         "thickness": float(min(np.median(v) for v in thickness.values())) if thickness else None,
         "components": int(mode),
         "components_share": n_mode / len(labelled),

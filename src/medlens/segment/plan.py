@@ -60,8 +60,9 @@ class Structure(_Strict):
     """What the masks show about the target structure (:func:`medlens.segment.fingerprint.structure_statistics`).
 
     ``kind``: ``whole`` when a case holds a few structures that are segmented together (two lungs, one
-    nodule) and ``objects`` when it holds many (cells, nuclei); ``extent_median`` is the median bounding
-    box (mm, per axis) of the whole foreground or of one object; ``thickness`` the median thickness (mm)
+    nodule) and ``objects`` when it holds many (cells, nuclei); ``extent_median`` and ``extent_p90`` are the
+    median and 90th percentile of the bounding box (mm, per axis) of the whole foreground or of one
+    object; ``thickness`` the median thickness (mm)
     of the thinnest class; ``components``/``components_share`` the most common number of foreground
     components per case and the share of cases that have exactly that many; ``component_size_p05`` the 5th
     percentile of the true components' sizes (voxels); ``centred_share`` the share of cases whose
@@ -71,6 +72,7 @@ class Structure(_Strict):
 
     kind: Literal["whole", "objects"]
     extent_median: list[float]
+    extent_p90: list[float]
     thickness: float | None = None
     components: int = Field(ge=0)
     components_share: float = Field(ge=0, le=1)

@@ -10,7 +10,8 @@ hand is derived from the data, and ``plan.json`` says why (``reasons``).
   until the median structure fits in it, but never so far that the thinnest class keeps fewer than
   :data:`DETAIL_VOXELS` voxels across; the coarsened median shape is rounded to a multiple of
   ``2 ** MAX_DEPTH``. Montgomery's lung pairs (392 px high) give 4 px, an image of 128 px.
-* **Patch and batch.** The median resampled shape shrunk to :data:`VOXEL_BUDGET` (at least
+* **Patch and batch.** The median resampled shape shrunk to :data:`VOXEL_BUDGET`, then grown where
+  needed so that it holds the structure of 90 % of the cases along each axis (at least
   :data:`MIN_PATCH` a side, divisible by ``2 ** depth``; square in-plane where quarter turns are on);
   depth ``log2(min patch / 4)``, at most :data:`MAX_DEPTH`; batch ``2 · budget / patch`` in 2..16.
 * **Training length.** ``K · sqrt(N · c)`` patches, with N the cases, c the patches it takes to cover a
@@ -106,6 +107,13 @@ def _patch(fp: dict[str, Any], spacing: np.ndarray, square: bool) -> tuple[list[
     while np.prod(patch) > VOXEL_BUDGET[dims]:
         patch[int(np.argmax(patch))] *= 0.9
     patch = np.maximum(patch, MIN_PATCH[dims])
+    structure = fp.get("structure")
+    holds = ""
+    if structure:
+        need = np.array(structure["extent_p90"]) / spacing
+        if (need > patch).any():
+            holds = f", grown to hold the 90th-percentile structure ({_fmt(need, '.0f')} voxels)"
+        patch = np.maximum(patch, need)
     if square:
         patch[-2:] = patch[-2:].min()
     depth = int(min(MAX_DEPTH, max(1, math.floor(math.log2(patch.min() / 4)))))
@@ -113,7 +121,7 @@ def _patch(fp: dict[str, Any], spacing: np.ndarray, square: bool) -> tuple[list[
     patch = [int(math.ceil(p / step) * step) for p in patch]
     batch = int(min(16, max(2, VOXEL_BUDGET[dims] * 2 // int(np.prod(patch)))))
     why = (f"median image at the target spacing {_fmt(shape, '.0f')} voxels, within a budget of "
-           f"{VOXEL_BUDGET[dims]} voxels a patch{' (square in-plane for quarter turns)' if square else ''}; "
+           f"{VOXEL_BUDGET[dims]} voxels a patch{holds}{' (square in-plane for quarter turns)' if square else ''}; "
            f"depth {depth} (bottleneck ≥ 4 voxels, receptive field {receptive_field(depth)}); batch {batch}")
     return patch, depth, batch, why
 
