@@ -13,7 +13,7 @@ from medlens.segment.rules import receptive_field, training_steps, make_plan
 
 def test_two_lung_dataset_plans_two_components_and_keeps_its_orientation(data_root):
     root = need(data_root, "montgomery_cxr_lung_masks")
-    plan = make_plan(load_folder(root, "binary", limit=40), root)
+    plan = make_plan(load_folder(root, "binary", limit=20), root)
     structure = plan.fingerprint.structure
     assert structure.kind == "whole" and structure.components == 2 and structure.components_share == 1.0
     assert {"keep_component": "largest", "keep_count": 2} in plan.postprocessing.candidates
@@ -30,7 +30,7 @@ def test_two_lung_dataset_plans_two_components_and_keeps_its_orientation(data_ro
 
 def test_small_structure_set_plans_a_patch_that_contains_the_structure(data_root):
     root = need(data_root, "lidc_idri_nodule_vois")
-    cases = load_folder(root, "binary")
+    cases = load_folder(root, "binary", limit=150)
     plan = make_plan(cases, root)
     spacing = np.array(plan.target_spacing)
     assert (spacing <= np.median([c.image.spacing for c in cases], axis=0) + 1e-6).all()  # nodules: no coarsening
