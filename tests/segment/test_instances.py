@@ -159,15 +159,14 @@ def test_predict_files_writes_instances_for_an_instance_plan(data_root, tmp_path
 
     from medlens.segment.datasets import load_folder
     from medlens.segment.infer import predict_files
-    from medlens.segment.plan import make_plan
-    from medlens.segment.train import build_model
+    from medlens.segment.bundle import build_model
+    from medlens.segment.rules import make_plan
 
     root = need(data_root, "nuclei_dsb2018_stage1_subset")
     cases = load_folder(root, "instance", n_classes=3, limit=2)
     plan = make_plan(cases, root, "instance", 3)
-    assert plan["inference"]["instances"]["markers"] == "hmaxima_relative"
-    plan["network"].update(channels=4)
-    plan["inference"]["tta_flips"] = False
+    assert plan.inference.instances.markers == "hmaxima_relative"
+    plan = plan.copy_with(**{"network.channels": 4, "inference.tta_flips": False})
     torch.manual_seed(0)
     model = build_model(plan).eval()  # untrained: files and geometry only
     src = sorted((root / "images").glob("*.png"))[0]
@@ -205,11 +204,11 @@ def test_rescale_factor_moves_the_diameter_to_the_nearer_bound(dsb_labels):
 def test_instance_plan_records_the_training_diameter_range(data_root):
     from medlens.segment.datasets import load_folder
     from medlens.segment.instances import median_diameter
-    from medlens.segment.plan import make_plan
+    from medlens.segment.rules import make_plan
 
     root = need(data_root, "nuclei_dsb2018_stage1_subset")
     cases = load_folder(root, "instance", n_classes=3, limit=6)
-    lo, hi = make_plan(cases, root, "instance", 3)["inference"]["instances"]["diameter_range"]
+    lo, hi = make_plan(cases, root, "instance", 3).inference.instances.diameter_range
     per_image = [median_diameter(c.mask == 1) for c in cases]
     assert (lo, hi) == pytest.approx((min(per_image), np.percentile(per_image, 90)))
     assert 3 < lo < hi < 200  # nuclei are a few to a few tens of pixels across
@@ -221,26 +220,23 @@ def test_segment_image_predicts_out_of_range_objects_again_at_a_rescaled_size(da
     import medlens.segment.infer as infer
     from medlens.segment.datasets import load_folder
     from medlens.segment.instances import median_diameter
-    from medlens.segment.plan import make_plan
-    from medlens.segment.train import build_model
+    from medlens.segment.bundle import build_model
+    from medlens.segment.rules import make_plan
 
     root = need(data_root, "nuclei_dsb2018_stage1_subset")
     cases = load_folder(root, "instance", n_classes=3, limit=2)
-    plan = make_plan(cases, root, "instance", 3)
-    plan["network"].update(channels=4)
-    plan["inference"]["tta_flips"] = False
+    plan = make_plan(cases, root, "instance", 3).copy_with(**{"network.channels": 4, "inference.tta_flips": False})
     torch.manual_seed(0)
     model = build_model(plan).eval()  # untrained: the second pass and the geometry are what is tested
     image = cases[0].image
-    plan["inference"]["instances"]["diameter_range"] = None
-    first = infer.segment_image(model, plan, image)
+    first = infer.segment_image(model, plan.copy_with(**{"inference.instances.diameter_range": None}), image)
     d = median_diameter(first == 1)
     assert np.isfinite(d)
     shapes = []
     predict = infer.predict_probabilities
     monkeypatch.setattr(infer, "predict_probabilities",
                         lambda m, p, x, tta=None: shapes.append(x.shape[1:]) or predict(m, p, x, tta))
-    plan["inference"]["instances"]["diameter_range"] = [d / 4, d / 2]  # objects twice the largest trained
+    plan = plan.copy_with(**{"inference.instances.diameter_range": [d / 4, d / 2]})  # objects 2× the largest trained
     mask = infer.segment_image(model, plan, image)
     assert mask.shape == image.shape
     assert shapes[0] == image.shape

@@ -14,9 +14,12 @@ import torch
 from realdata import need
 from medlens.segment.datasets import load_folder
 from medlens.segment.evaluate import mean_dice
-from medlens.segment.infer import keep_component, predict_probabilities, segment_image
-from medlens.segment.plan import make_plan, pad_to, pad_value, prepare_case, prepare_image, resize
-from medlens.segment.train import PatchDataset, build_model
+from medlens.segment.bundle import build_model
+from medlens.segment.infer import predict_probabilities, segment_image
+from medlens.segment.postprocess import keep_component
+from medlens.segment.prepare import pad_to, pad_value, prepare_case, prepare_image, resize
+from medlens.segment.rules import make_plan
+from medlens.segment.train import PatchDataset
 
 torch.set_num_threads(2)
 
@@ -25,9 +28,7 @@ torch.set_num_threads(2)
 def lidc(data_root):
     root = need(data_root, "lidc_idri_nodule_vois")
     cases = load_folder(root, "binary", limit=60)
-    plan = make_plan(cases, root)
-    plan["network"].update(channels=4)
-    plan["inference"]["tta_flips"] = False
+    plan = make_plan(cases, root).copy_with(**{"network.channels": 4, "inference.tta_flips": False})
     return cases, plan
 
 
@@ -46,7 +47,7 @@ class Spy(torch.nn.Module):
 
 def test_thin_voi_windows_are_padded_like_training_patches(lidc):
     cases, plan = lidc
-    patch = tuple(plan["patch_size"])
+    patch = plan.patch
     x, y = prepare_case(plan, next(c for c in cases if prepare_image(plan, c.image).shape[1] <= patch[0] - 4))
     lo = (patch[0] - x.shape[1]) // 2  # slices of padding before the volume
     # what training sees: the pad slabs of every patch hold the case's pad value (air)
@@ -71,7 +72,7 @@ def test_prediction_of_thin_voi_equals_prediction_of_voi_padded_with_air(lidc):
     cases, plan = lidc
     torch.manual_seed(0)
     model = build_model(plan).eval()
-    patch = tuple(plan["patch_size"])
+    patch = plan.patch
     thin = [c for c in cases if prepare_image(plan, c.image).shape[1] < patch[0]][:3]
     assert thin
     for c in thin:
@@ -111,7 +112,7 @@ def test_keep_component_keeps_the_nodule(lidc):
     big[0, -1, -1] = 1
     assert keep_component(big, "largest").sum() == big.sum() - 1
     # the plan option reaches segment_image (untrained net: only the output contract is checked)
-    plan = {**plan, "inference": {**plan["inference"], "keep_component": "central"}}
+    plan = plan.copy_with(**{"postprocessing.keep_component": "central"})
     from scipy import ndimage
 
     mask = segment_image(build_model(plan).eval(), plan, c.image, tta=False)

@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from realdata import need
 from medlens.errors import GeometryError
 from medlens.evaluate import metrics
-from medlens.segment.evaluate import case_metrics, mean_dice, overlay, summarize
+from medlens.segment.evaluate import case_metrics, mean_dice, overlay, summarize_cases
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_perfect_and_empty_conventions(lung_masks):
     assert case_metrics(empty, empty)["dice"] == 1.0
     m = case_metrics(empty, true)
     assert m["dice"] == 0.0 and np.isnan(m["hd95"])
-    s = summarize([case_metrics(true, true), m])
+    s = summarize_cases([case_metrics(true, true), m])
     assert s["hd95"]["n"] == 1 and s["dice"]["mean"] == 0.5
     with pytest.raises(GeometryError):
         case_metrics(true[:10], true)
@@ -96,7 +96,7 @@ def test_montgomery_evaluation_reports_normal_and_tb_subgroups(data_root, tmp_pa
 
 
 def test_postprocess_restores_a_damaged_real_lung_mask(lung_masks):
-    from medlens.segment.infer import keep_component, postprocess
+    from medlens.segment.postprocess import keep_component, postprocess
 
     truth = (lung_masks[0] > 0).astype(np.int64)
     assert ndi.label(truth, np.ones((3, 3)))[1] == 2  # two lung fields
@@ -155,7 +155,7 @@ def test_binary_evaluation_reports_the_isbi_pixel_error(membranes):
 
 
 def test_drop_small_components_removes_specks_and_keeps_the_lungs(lung_masks):
-    from medlens.segment.infer import drop_small_components, postprocess
+    from medlens.segment.postprocess import drop_small_components, postprocess
 
     true = lung_masks[0].astype(np.int64)
     specks = true.copy()

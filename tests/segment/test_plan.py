@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,10 @@ from PIL import Image
 from realdata import need
 from medlens.errors import ConfigError, DatasetError, GeometryError, MedlensError
 from medlens.segment.datasets import load_folder
-from medlens.segment.plan import check_dataset, dataset_id, load_plan, make_plan, normalize, prepare_case, save_plan
+from medlens.segment.fingerprint import dataset_id
+from medlens.segment.plan import Normalization, check_dataset, load_plan, save_plan
+from medlens.segment.prepare import normalize, prepare_case
+from medlens.segment.rules import make_plan
 
 
 @pytest.fixture(scope="module")
@@ -23,33 +27,33 @@ def montgomery(data_root):
 def test_montgomery_fingerprint(montgomery):
     cases = load_folder(montgomery, "binary", limit=12)
     plan = make_plan(cases, montgomery)
-    fp = plan["fingerprint"]
-    assert fp["dims"] == 2 and fp["channels"] == 1 and fp["n_cases"] == 12
-    assert fp["shape_median"] == [512, 512]
+    fp = plan.fingerprint
+    assert fp.dims == 2 and fp.channels == 1 and fp.n_cases == 12
+    assert fp.shape_median == [512, 512]
     # lung fraction per image from the dataset's own index.csv (binarised at 128)
     index = {r.split(",")[0]: float(r.split(",")[4]) for r in (montgomery / "index.csv").read_text().splitlines()[1:]}
     expected = np.mean([index[c.case_id + ".png"] for c in cases])
-    assert fp["class_frequencies"][1] == pytest.approx(expected, abs=2e-3)
-    assert plan["normalization"]["scheme"] == "zscore_per_image"
-    assert fp["modality"] != "CT"
-    assert all(p % 2 ** plan["network"]["depth"] == 0 for p in plan["patch_size"])
-    assert 0 <= fp["intensity"]["p00_5"] < fp["intensity"]["p50"] < fp["intensity"]["p99_5"] <= 255
+    assert fp.class_frequencies[1] == pytest.approx(expected, abs=2e-3)
+    assert plan.normalization.scheme == "zscore_per_image"
+    assert fp.modality != "CT"
+    assert all(p % 2 ** plan.network.depth == 0 for p in plan.patch_size)
+    assert 0 <= fp.intensity.p00_5 < fp.intensity.p50 < fp.intensity.p99_5 <= 255
 
 
 def test_lidc_plan_is_ct_with_foreground_clip(data_root):
     root = need(data_root, "lidc_idri_nodule_vois")
     cases = load_folder(root, "binary", limit=30)
     plan = make_plan(cases, root)
-    assert plan["fingerprint"]["dims"] == 3 and plan["fingerprint"]["modality"] == "CT"
-    norm = plan["normalization"]
-    assert norm["scheme"] == "ct_clip_zscore"
+    assert plan.fingerprint.dims == 3 and plan.fingerprint.modality == "CT"
+    norm = plan.normalization
+    assert norm.scheme == "ct_clip_zscore"
     fg = np.concatenate([c.image.array[0][c.mask > 0] for c in cases])
     # percentiles are estimated on a sample of foreground voxels (<=10000 per case)
-    assert norm["clip"][0] == pytest.approx(np.percentile(fg, 0.5), abs=40)
-    assert norm["clip"][1] == pytest.approx(np.percentile(fg, 99.5), abs=40)
+    assert norm.clip[0] == pytest.approx(np.percentile(fg, 0.5), abs=40)
+    assert norm.clip[1] == pytest.approx(np.percentile(fg, 99.5), abs=40)
     x, y = prepare_case(plan, cases[0])
     assert x.shape[1:] == y.shape[1:] and x.dtype == np.float32
-    assert x.min() >= (norm["clip"][0] - norm["mean"]) / norm["std"] - 1e-3
+    assert x.min() >= (norm.clip[0] - norm.mean) / norm.std - 1e-3
     assert set(np.unique(y)) <= {0, 1}
 
 
@@ -58,19 +62,19 @@ def test_modality_override_for_rescaled_ct(data_root):
     archive = need(data_root, "msd_lung_tumour_patches") / "val_patches.npz"
     cases = load_folder(archive)
     detected, declared = make_plan(cases, archive), make_plan(cases, archive, modality="ct")
-    assert detected["fingerprint"]["modality"] == "OT"
-    assert detected["normalization"]["scheme"] == "zscore_per_image"
-    assert declared["fingerprint"]["modality"] == "CT"
-    norm = declared["normalization"]
-    assert norm["scheme"] == "ct_clip_zscore"
+    assert detected.fingerprint.modality == "OT"
+    assert detected.normalization.scheme == "zscore_per_image"
+    assert declared.fingerprint.modality == "CT"
+    norm = declared.normalization
+    assert norm.scheme == "ct_clip_zscore"
     tumour = np.concatenate([c.image.array[0][c.mask > 0] for c in cases])
-    assert norm["clip"][0] == pytest.approx(np.percentile(tumour, 0.5), abs=0.02)
-    assert norm["mean"] == pytest.approx(tumour.mean(), abs=0.01)
+    assert norm.clip[0] == pytest.approx(np.percentile(tumour, 0.5), abs=0.02)
+    assert norm.mean == pytest.approx(tumour.mean(), abs=0.01)
 
 
 def test_zscore_per_image():
     x = np.random.default_rng(0).normal(5, 3, size=(1, 16, 16)).astype(np.float32)
-    z = normalize(x, {"scheme": "zscore_per_image"})
+    z = normalize(x, Normalization(scheme="zscore_per_image"))
     assert z.mean() == pytest.approx(0, abs=1e-5) and z.std() == pytest.approx(1, abs=1e-3)
 
 
@@ -78,19 +82,19 @@ def test_zscore_per_image():
                                             ({"sigma": 3, "prob": 1.5}, "elastic.prob"), (4, "elastic"),
                                             ({"sigma": "wide"}, "elastic.sigma")])
 def test_bad_augmentation_in_plan_names_the_field(montgomery, tmp_path, elastic, field):
-    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery)
+    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery).to_dict()
     plan["augmentations"]["elastic"] = elastic
-    save_plan(plan, tmp_path / "plan.json")
-    with pytest.raises(ConfigError, match=f"augmentations.{field}"):
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match=f"plan.json: field `augmentations.{field}"):
         load_plan(tmp_path / "plan.json")
 
 
 @pytest.mark.parametrize("bounds", [[30.0, 10.0], [-1.0, 10.0], [12.0], "wide"])
 def test_bad_diameter_range_in_plan_names_the_field(montgomery, tmp_path, bounds):
-    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery)
+    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery).to_dict()
     plan["inference"]["instances"] = {"diameter_range": bounds}
-    save_plan(plan, tmp_path / "plan.json")
-    with pytest.raises(ConfigError, match="inference.instances.diameter_range"):
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="field `inference.instances.diameter_range"):
         load_plan(tmp_path / "plan.json")
 
 
@@ -148,3 +152,51 @@ def test_empty_and_missing_folders(tmp_path):
         load_folder(tmp_path / "absent")
     with pytest.raises(DatasetError, match="empty dataset"):
         dataset_id(tmp_path)
+
+
+PLAN_V1 = Path(__file__).parent / "data" / "plan_v1_montgomery.json"
+
+
+def test_unknown_or_missing_plan_field_is_refused_naming_file_and_field(montgomery, tmp_path):
+    plan = make_plan(load_folder(montgomery, "binary", limit=2), montgomery).to_dict()
+    plan["training"]["epoch"] = 10  # a typo of `epochs`
+    (tmp_path / "typo.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match=r"typo.json: field `training.epoch`: Extra inputs are not permitted"):
+        load_plan(tmp_path / "typo.json")
+    del plan["training"]["epoch"]
+    del plan["network"]["depth"]
+    plan["training"]["lr"] = -1.0
+    (tmp_path / "bad.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError) as err:
+        load_plan(tmp_path / "bad.json")
+    assert "field `network.depth`: Field required" in str(err.value)
+    assert "field `training.lr`: Input should be greater than 0" in str(err.value)
+
+
+def test_saved_plan_is_plain_json_that_reads_back_the_same(montgomery, tmp_path):
+    plan = make_plan(load_folder(montgomery, "binary", limit=4), montgomery)
+    save_plan(plan, tmp_path / "plan.json")
+    raw = json.loads((tmp_path / "plan.json").read_text())
+    assert raw["version"] == 2 and set(raw["reasons"]) >= {"target_spacing", "patch_size", "training",
+                                                          "augmentations", "postprocessing"}
+    assert load_plan(tmp_path).to_dict() == plan.to_dict()
+
+
+def test_version_1_plan_loads_with_its_postprocessing_moved(tmp_path):
+    plan = load_plan(PLAN_V1)
+    raw = json.loads(PLAN_V1.read_text())
+    assert raw["version"] == 1 and raw["inference"]["keep_component"] == "largest"
+    assert plan.version == 2 and plan.fingerprint.structure is None and plan.reasons == {}
+    assert plan.postprocessing.steps() == {"min_component_size": 0, "keep_component": "largest", "keep_count": 2,
+                                           "fill_holes": True}
+    assert plan.patch_size == raw["patch_size"] and plan.training.epochs == raw["training"]["epochs"]
+
+
+@pytest.mark.parametrize("version", [3, None, "2"])
+def test_plan_of_an_unknown_version_is_refused_naming_it(tmp_path, version):
+    raw = json.loads(PLAN_V1.read_text())
+    raw["version"] = version
+    (tmp_path / "plan.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=rf"plan.json: field `version`: plan version {version!r} .* `medlens "
+                                          r"segment plan DATA`"):
+        load_plan(tmp_path / "plan.json")

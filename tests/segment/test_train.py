@@ -19,8 +19,9 @@ from medlens.segment.datasets import load_folder
 from medlens.segment.evaluate import evaluate_cases, mean_dice
 from medlens.segment.infer import predict_files, segment_image
 from medlens.segment.io import read_image, write_mask
-from medlens.segment.plan import make_plan
-from medlens.segment.train import build_model, load_bundle, load_ensemble, save_bundle, train_segmenter
+from medlens.segment.bundle import build_model, load_ensemble, load_segmenter, save_segmenter
+from medlens.segment.rules import make_plan
+from medlens.segment.train import train_segmenter
 
 torch.set_num_threads(2)
 
@@ -30,10 +31,8 @@ def msd(data_root):
     root = need(data_root, "msd_lung_tumour_patches")
     train = load_folder(root / "val_patches.npz")
     test = load_folder(root / "test_patches.npz", limit=40)
-    plan = make_plan(train, root / "val_patches.npz")
-    plan["network"].update(channels=8)
-    plan["training"].update(epochs=4, steps_per_epoch=20)
-    plan["inference"]["tta_flips"] = False
+    plan = make_plan(train, root / "val_patches.npz").copy_with(**{
+        "network.channels": 8, "training.epochs": 4, "training.steps_per_epoch": 20, "inference.tta_flips": False})
     model, history = train_segmenter(plan, train)
     return plan, model, history, test
 
@@ -52,40 +51,38 @@ def test_rotation_tta_makes_the_prediction_turn_with_the_image(msd):
     # averaging over the eight symmetries of the square makes the probabilities equivariant to quarter
     # turns; the trained network alone, or with flips only, is not
     plan, model, _, test = msd
-    plan = json.loads(json.dumps(plan))
-    plan["augmentations"]["rot90"] = True
+    plan = plan.copy_with(**{"augmentations.rot90": True})
     image = test[0].image
     turned = type(image)(np.rot90(image.array, 1, axes=(-2, -1)).copy(), image.spacing)
 
     def gap(**inference):
-        p = {**plan, "inference": {**plan["inference"], **inference}}
+        p = plan.copy_with(**{f"inference.{k}": v for k, v in inference.items()})
         _, prob = segment_image(model, p, image, return_probabilities=True)
         _, prob_turned = segment_image(model, p, turned, return_probabilities=True)
         return np.abs(prob_turned - np.rot90(prob, 1, axes=(-2, -1))).max()
 
-    assert image.shape[0] == image.shape[1] == plan["patch_size"][0]
+    assert image.shape[0] == image.shape[1] == plan.patch_size[0]
     assert gap(tta_flips=True, tta_rotations=True) < 1e-4
     assert gap(tta_flips=True, tta_rotations=False) > 1e-3
 
 
 def test_bundle_round_trip(msd, tmp_path):
     plan, model, history, test = msd
-    save_bundle(model, plan, tmp_path / "m", history)
-    loaded, plan2 = load_bundle(tmp_path / "m")
+    save_segmenter(model, plan, tmp_path / "m", history)
+    loaded, plan2 = load_segmenter(tmp_path / "m")
     x = test[0].image
     assert np.array_equal(segment_image(model, plan, x), segment_image(loaded, plan2, x))
     (tmp_path / "m" / "model.pt").unlink()
     with pytest.raises(UnreadableFileError, match="model.pt"):
-        load_bundle(tmp_path / "m")
+        load_segmenter(tmp_path / "m")
 
 
 def test_ensemble_averages_its_members_probabilities(msd, data_root, tmp_path):
     plan, model, history, test = msd
-    other_plan = json.loads(json.dumps(plan))
-    other_plan["training"]["seed"] = 1
+    other_plan = plan.copy_with(**{"training.seed": 1})
     other, _ = train_segmenter(other_plan, load_folder(need(data_root, "msd_lung_tumour_patches") / "val_patches.npz"))
-    save_bundle(model, plan, tmp_path / "m0", history)
-    save_bundle(other, other_plan, tmp_path / "m1")
+    save_segmenter(model, plan, tmp_path / "m0", history)
+    save_segmenter(other, other_plan, tmp_path / "m1")
     members, loaded_plan = load_ensemble([tmp_path / "m0", tmp_path / "m1"])
     image = test[0].image
     _, p0 = segment_image(model, plan, image, return_probabilities=True)
@@ -96,8 +93,8 @@ def test_ensemble_averages_its_members_probabilities(msd, data_root, tmp_path):
     assert np.array_equal(mask, both.argmax(axis=0))
     assert np.array_equal(segment_image([model], plan, image, return_probabilities=True)[1], p0)
     # members must come from one plan: a wider network is named, with the folder that has it
-    other_plan["network"]["channels"] = 4
-    save_bundle(build_model(other_plan), other_plan, tmp_path / "narrow")
+    other_plan = other_plan.copy_with(**{"network.channels": 4})
+    save_segmenter(build_model(other_plan), other_plan, tmp_path / "narrow")
     with pytest.raises(ConfigError, match=r"narrow: its plan differs .* in network"):
         load_ensemble([tmp_path / "m0", tmp_path / "narrow"])
 
@@ -108,9 +105,7 @@ def test_predict_keeps_nifti_affine_and_png_size(data_root, tmp_path):
     for src in (voi, cxr):
         image = read_image(src)
         cases = load_folder(src.parent.parent, "binary", limit=2)
-        plan = make_plan(cases, src.parent.parent)
-        plan["network"].update(channels=4)
-        plan["inference"]["tta_flips"] = True
+        plan = make_plan(cases, src.parent.parent).copy_with(**{"network.channels": 4, "inference.tta_flips": True})
         model = build_model(plan).eval()  # untrained: geometry only
         (out,) = predict_files(model, plan, [src], tmp_path / "pred")
         if src.suffix == ".gz":
@@ -152,6 +147,20 @@ def test_cli_plan_train_predict_evaluate(data_root, tmp_path):
                             str(tmp_path / "pred"), "--no-tta", "--ensemble", str(tmp_path / "model1"), "-q"])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
+    # cross-validation from the same plan, edited by hand to train briefly: post-processing decided on the folds
+    edited = json.loads((tmp_path / "plan.json").read_text())
+    edited["training"].update(epochs=1, steps_per_epoch=5)
+    (tmp_path / "short.json").write_text(json.dumps(edited))
+    r = runner.invoke(app, ["cv", str(data), "--plan", str(tmp_path / "short.json"), "--folds", "2", "--out",
+                            str(tmp_path / "cv"), "-q"])
+    assert r.exit_code == 0, r.output
+    decided = json.loads((tmp_path / "cv" / "plan.json").read_text())["postprocessing"]
+    assert decided["decision"]["n_cases"] == 4 and len(decided["decision"]["trials"]) == len(decided["candidates"])
+    assert len((tmp_path / "cv" / "metrics.csv").read_text().splitlines()) == 5
+    r = runner.invoke(app, ["predict", str(tmp_path / "cv"), str(data / "images"), "--out", str(tmp_path / "cvpred"),
+                            "-q"])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "cvpred").glob("*.png"))) == 4
     r = runner.invoke(app, ["evaluate", str(tmp_path / "pred"), str(data), "--out", str(tmp_path / "rep"), "-q"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rep" / "metrics.csv").read_text().startswith("case,dice,iou,hd95,pixel_error")
@@ -193,10 +202,9 @@ def test_elastic_and_rot90_augmentation_on_real_em_patches(data_root):
     still_x, still_y = elastic_deform(image, mask, sigma=0.0, grid=3, rng=rng)
     np.testing.assert_allclose(still_x, image, atol=1e-5)
     assert np.array_equal(still_y, mask)
-    plan = make_plan(cases, need(data_root, "isbi2012_membrane"))
-    plan["patch_size"] = [64, 64]
-    plan["augmentations"].update(flip_axes=[], intensity_scale=0.0, intensity_shift=0.0, rot90=True,
-                                 elastic={"sigma": 4.0, "grid": 3, "prob": 1.0})
+    plan = make_plan(cases, need(data_root, "isbi2012_membrane")).copy_with(**{
+        "patch_size": [64, 64], "augmentations": {"flip_axes": [], "intensity_scale": 0.0, "intensity_shift": 0.0,
+                                                  "rot90": True, "elastic": {"sigma": 4.0, "grid": 3, "prob": 1.0}}})
     data = PatchDataset([(c.image.array.astype(np.float32), c.mask[None]) for c in cases], plan, 4, seed=0)
     xs = [data[i] for i in range(4)]
     assert all(a.shape == (1, 64, 64) and b.shape == (1, 64, 64) for a, b in xs)

@@ -1,16 +1,18 @@
-"""``medlens segment plan | train | predict | evaluate``: self-configuring segmentation.
+"""``medlens segment plan | train | cv | predict | evaluate``: self-configuring segmentation.
 
 A dataset folder pairs images with masks by file name (``images/`` + ``masks/``, ``image/`` +
 ``nodule_mask/``, ``images/`` + ``labels/``, ``train/image`` + ``train/label``) or is an ``.npz``
 archive with ``images`` and ``labels``. Typical use::
 
-    medlens segment plan DATA --out run/plan.json          # fingerprint the data, write an editable plan
-    medlens segment train DATA --plan run/plan.json --out run/model
-    medlens segment predict run/model scan.nii.gz xray.png --out masks/
+    medlens segment plan DATA --out run/plan.json          # fingerprint the data, derive an editable plan
+    medlens segment cv DATA --plan run/plan.json --folds 5 --out run/cv   # fold models, metrics, post-processing
+    medlens segment predict run/cv scan.nii.gz xray.png --out masks/     # the fold models' ensemble
     medlens segment evaluate masks/ DATA --out report/     # Dice, IoU, HD95, pixel error, overlays
 
-An ensemble: train more models from the same plan with other seeds (``train --seed 1 --out run/model1``)
-and predict with ``predict run/model scan.nii.gz --ensemble run/model1 --out masks/``.
+One model on all the data instead: ``segment train DATA --plan run/cv/plan.json --out run/model`` (the
+plan with the post-processing chosen by cv), then ``segment predict run/model ...``. An ensemble of
+seeds: ``segment cv ... --seeds 3``, or train more models with ``train --seed 1 --out run/model1`` and
+predict with ``predict run/model scan.nii.gz --ensemble run/model1 --out masks/``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def _mask_mode(value: str) -> str:
     return value
 
 
+def _plan_and_cases(plan_path: Path, data: Path):
+    """The validated plan and the cases of DATA, which must be the dataset the plan was made from."""
+    from medlens.segment.plan import check_dataset, load_plan
+
+    p = load_plan(plan_path)
+    check_dataset(p, data)
+    return p, load_folder(data, p.dataset.mask_mode, p.n_classes)
+
+
 @app.command()
 @reports_errors
 def plan(
@@ -54,16 +65,25 @@ def plan(
     modality: Optional[str] = typer.Option(
         None, help="Imaging modality, overriding detection (CT gets the dataset-wide CT normalisation; "
                    "use it for CT stored without Hounsfield units, e.g. rescaled to [0, 1])."),
-    rot90: bool = typer.Option(False, "--rot90", help="Augment with random quarter turns (data without a "
-                                                        "canonical orientation: microscopy, patches); predict "
-                                                        "averaging over the turns and mirrors too."),
+    rot90: Optional[bool] = typer.Option(None, "--rot90/--no-rot90",
+                                         help="Override the rule on random quarter turns (on by default where the "
+                                              "training masks have no canonical orientation)."),
     elastic: Optional[float] = typer.Option(None, "--elastic", min=0.0,
-                                            help="Augment half the patches with elastic deformation of this "
-                                                 "σ in pixels (as in the U-Net paper)."),
+                                            help="Override the rule on elastic deformation: σ in pixels for half "
+                                                 "the patches, 0 for none (on by default for 2D images)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Fingerprint DATA (shapes, spacings, foreground intensities, class frequencies) and write plan.json."""
-    from medlens.segment.plan import add_augmentations, make_plan, save_plan
+    """Fingerprint DATA and write plan.json: every setting derived from the data, with its reason.
+
+    The plan resamples so that a patch sees the target structure whole at the network's depth, sets
+    the training length from the number of cases and the patch coverage, turns on quarter turns and
+    elastic deformation where the anatomy allows, and lists the post-processing candidates (keep the N
+    largest components, keep the central one, drop small ones, fill holes) that `segment cv` tries.
+
+    Example: `medlens segment plan ../shared/data/montgomery_cxr_lung_masks --out run/plan.json`
+    """
+    from medlens.segment.rules import add_augmentations, make_plan
+    from medlens.segment.plan import save_plan
 
     if mask_mode == "instance":
         classes = 3
@@ -71,46 +91,86 @@ def plan(
     result = add_augmentations(make_plan(cases, data, mask_mode, classes, network, seed, modality), rot90, elastic)
     save_plan(result, out)
     if not quiet_requested(quiet):
-        show = {k: result[k] for k in ("normalization", "target_spacing", "patch_size", "batch_size", "network",
-                                       "augmentations")}
-        console.print(f"{len(cases)} cases → {out}\n{json.dumps(show, indent=1)}", highlight=False)
+        shown = {k: v for k, v in result.to_dict().items() if k in ("target_spacing", "patch_size", "batch_size",
+                                                                   "network", "augmentations", "training")}
+        reasons = "\n".join(f"  {k}: {v}" for k, v in result.reasons.items())
+        console.print(f"{len(cases)} cases → {out}\n{json.dumps(shown, indent=1)}\nwhy:\n{reasons}", highlight=False)
 
 
 @app.command()
 @reports_errors
 def train(
     data: Path = typer.Argument(..., help="The dataset the plan was made from."),
-    plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan`."),
+    plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan` (or `cv`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for plan.json, model.pt, history.json."),
-    epochs: Optional[int] = typer.Option(None, help="Override the plan's training.epochs."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Override the plan's training.epochs."),
     seed: Optional[int] = typer.Option(None, help="Override the plan's training.seed (weights and patches): "
                                                   "members of an ensemble."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train the plan's network on DATA and write a model bundle."""
-    from medlens.segment.plan import check_dataset, load_plan
-    from medlens.segment.train import save_bundle, train_segmenter
+    """Train the plan's network on all of DATA and write a model folder.
 
-    p = load_plan(plan_path)
-    check_dataset(p, data)
-    if epochs is not None:
-        p["training"]["epochs"] = epochs
-    if seed is not None:
-        p["training"]["seed"] = seed
-    cases = load_folder(data, p["dataset"]["mask_mode"], p["dataset"]["n_classes"])
+    Example: `medlens segment train DATA --plan run/cv/plan.json --out run/model`
+    """
+    from medlens.segment.bundle import save_segmenter
+    from medlens.segment.train import train_segmenter
+
+    p, cases = _plan_and_cases(plan_path, data)
+    changes = {k: v for k, v in (("training.epochs", epochs), ("training.seed", seed)) if v is not None}
+    p = p.copy_with(**changes) if changes else p
     model, history = train_segmenter(p, cases, progress=not quiet_requested(quiet))
-    save_bundle(model, p, out, history)
+    save_segmenter(model, p, out, history)
     if not quiet_requested(quiet):
         console.print(f"trained {history.steps} steps in {history.seconds:.1f} s → {out}", highlight=False)
 
 
 @app.command()
 @reports_errors
+def cv(
+    data: Path = typer.Argument(..., help="The dataset the plan was made from."),
+    plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the fold models, metrics.csv, cv.json and "
+                                                      "the plan with the chosen post-processing."),
+    folds: int = typer.Option(5, min=2, help="Number of folds (grouped by patient where the data has patients)."),
+    seeds: int = typer.Option(1, min=1, help="Models per fold, trained with seeds seed..seed+N-1 and averaged "
+                                             "(an ensemble of seeds)."),
+    only_folds: List[int] = typer.Option([], "--only-fold", help="Run only this fold (repeat for more)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Cross-validate the plan on DATA: per-case and per-fold metrics, fold models, post-processing.
+
+    Each fold's model is trained on the other folds and predicts its own cases. The post-processing
+    candidates of the plan (keep the N largest components, keep the central one, drop small ones, fill
+    holes) are tried on all these predictions; those that raise the mean Dice are kept and written into
+    OUT/plan.json with their figures (as nnU-Net does), and `segment predict OUT` applies them with the
+    ensemble of the fold models. A run that stops resumes: fold models already in OUT are reused.
+
+    Example: `medlens segment cv ../shared/data/montgomery_cxr_lung_masks --plan run/plan.json --folds 5 --out run/cv`
+    """
+    from medlens.segment.cv import cross_validate
+
+    p, cases = _plan_and_cases(plan_path, data)
+    say = (lambda message: None) if quiet_requested(quiet) else (lambda m: console.print(m, highlight=False))
+    result = cross_validate(cases, p, folds, out, seeds, only_folds or None, progress=not quiet_requested(quiet),
+                            log=say)
+    if not quiet_requested(quiet):
+        s, post = result.summary, result.plan.postprocessing
+        steps = {k: v for k, v in post.steps().items() if v not in (None, 0, False, 1) or k == "keep_count" and
+                 post.keep_component == "largest"}
+        console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())
+                      + f" ({len(result.cases)} cases); post-processing {steps or 'none'} "
+                      f"(Dice {post.decision.dice_before:.4f} → {post.decision.dice_after:.4f}) → {out}",
+                      highlight=False)
+
+
+@app.command()
+@reports_errors
 def predict(
-    model_dir: Path = typer.Argument(..., help="Bundle written by `medlens segment train`."),
+    model_dir: Path = typer.Argument(..., help="Folder written by `medlens segment train` or `segment cv`."),
     inputs: List[Path] = typer.Argument(..., help="Pictures, NIfTI files, DICOM series folders or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (PNG for pictures, NIfTI otherwise)."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over mirrored inputs."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (mirrors, and "
+                                       "quarter turns where the plan trained with them); default: the plan's."),
     ensemble: List[Path] = typer.Option([], "--ensemble", "-e",
                                         help="Another bundle trained from the same plan (other seed or fold); "
                                              "repeat for more. The members' probabilities are averaged."),
@@ -118,15 +178,22 @@ def predict(
 ) -> None:
     """Segment images of any size (sliding window) and write masks in each input's geometry.
 
+    MODEL is a folder from `segment train` or a `segment cv` folder (the ensemble of its fold models);
+    the plan's post-processing is applied. Masks are named after the inputs; inputs that share a name
+    keep their relative paths, and no file already in OUT is replaced. An image with NaN or infinite
+    values is an error naming the file.
+
     A model trained in instance mode (cells, nuclei) also writes NAME_instances.png (or .nii.gz), an
     instance label image (0 background, 1..N), and NAME_instances.csv with each instance's area,
     centroid and mean intensity; the plan's inference.instances says how instances are cut. An image
     whose nuclei are larger (or smaller) than the training images' (inference.instances.diameter_range,
     median diameters) is predicted again, rescaled so that they fall inside that range; set it to null
     in plan.json to switch this off.
+
+    Example: `medlens segment predict run/cv scan.nii.gz xray.png --out masks/`
     """
+    from medlens.segment.bundle import load_ensemble
     from medlens.segment.infer import predict_files
-    from medlens.segment.train import load_ensemble
 
     models, p = load_ensemble([model_dir, *ensemble])
     written = predict_files(models, p, inputs, out, tta)
@@ -164,7 +231,7 @@ def evaluate(
     model trained in instance mode) each case also gets true/predicted instance counts, AP at IoU 0.5
     (TP/(TP+FP+FN)) and the aggregated Jaccard index; the summary adds the relative count error.
     """
-    from medlens.segment.evaluate import evaluate_cases, evaluation_card, read_predictions, summarize, write_report
+    from medlens.segment.evaluate import evaluate_cases, evaluation_card, read_predictions, summarize_cases, write_report
 
     instance = mask_mode == "instance"
     classes = 3 if instance else classes
@@ -183,7 +250,7 @@ def evaluate(
     if per_instance:
         for row, inst in zip(result["cases"], per_instance):
             row.update({k: inst[k] for k in ("n_true", "n_pred", "ap", "aji")})
-        result["summary"].update(summarize(result["cases"], ("ap", "aji")))
+        result["summary"].update(summarize_cases(result["cases"], ("ap", "aji")))
         n_true = sum(r["n_true"] for r in per_instance)
         result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
     write_report(result, out)

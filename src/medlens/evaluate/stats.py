@@ -11,28 +11,30 @@ from medlens.errors import ConfigError
 
 
 def summarize(values) -> dict:
-    """Mean, standard deviation and 95% Student-t interval of per-fold values.
+    """Mean, standard deviation, 95% Student-t interval and median of per-fold (or per-case) values.
 
     CI95 = mean ± t_{0.975, n−1} · s / √n, with s the sample standard deviation (ddof = 1) and n the
-    number of finite values. NaN values (a fold where a metric is undefined, such as the AUC of a
-    fold with one class) are **left out**; how many is reported as ``n_nan``. With n < 2 the
-    standard deviation and the interval are NaN.
+    number of finite values. Values that are not finite (a fold where a metric is undefined, such as
+    the AUC of a fold with one class, or the HD95 of a case whose prediction is empty) are **left
+    out**; how many is reported as ``n_nan``. With n < 2 the standard deviation and the interval are NaN.
 
     Returns
     -------
     dict
-        ``{"mean", "std", "ci95": [lo, hi], "n", "n_nan"}`` with plain Python floats and ints.
+        ``{"mean", "std", "ci95": [lo, hi], "median", "n", "n_nan"}`` with plain Python floats and ints.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
-    finite = v[~np.isnan(v)]
+    finite = v[np.isfinite(v)]
     n = int(finite.size)
     nan = float("nan")
     mean = float(finite.mean()) if n else nan
+    median = float(np.median(finite)) if n else nan
     if n < 2:
-        return {"mean": mean, "std": nan, "ci95": [nan, nan], "n": n, "n_nan": int(v.size - n)}
+        return {"mean": mean, "std": nan, "ci95": [nan, nan], "median": median, "n": n, "n_nan": int(v.size - n)}
     std = float(finite.std(ddof=1))
     half = float(sps.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "n_nan": int(v.size - n)}
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "median": median, "n": n,
+            "n_nan": int(v.size - n)}
 
 
 def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true, scores, n_boot: int = 2000,

@@ -1,6 +1,7 @@
 """Scoring masks: Dice, IoU, HD95 and pixel error per case and in summary, and contour overlays.
 
-* Dice ``2|P∩T| / (|P| + |T|)`` and IoU ``|P∩T| / |P∪T|`` (MONAI ``compute_dice``, ``compute_iou``),
+* Dice ``2|P∩T| / (|P| + |T|)`` and IoU ``|P∩T| / |P∪T|`` (:func:`medlens.evaluate.metrics.dice`,
+  :func:`~medlens.evaluate.metrics.iou`: the one Dice of medlens, also what training selects epochs by),
   averaged over the foreground classes.
 * HD95: the 95th percentile of the symmetric surface distances, in mm using the image spacing
   (MONAI ``compute_hausdorff_distance(percentile=95)``); NaN where one mask is empty and the other not.
@@ -12,7 +13,8 @@
   is this figure. For a binary mask it is ``1 -`` the pooled foreground Dice; the summary of a binary
   evaluation carries it as ``pixel_error_fscore``.
 
-Both masks empty counts as Dice = IoU = 1 and HD95 = 0.
+Both masks empty counts as Dice = IoU = 1 and HD95 = 0. Summaries over cases are
+:func:`medlens.evaluate.stats.summarize` (mean, std, 95 % interval, median, count; NaN left out).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
-from monai.networks.utils import one_hot
+from monai.metrics import compute_hausdorff_distance
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from medlens.errors import DatasetError, GeometryError
-from medlens.evaluate.metrics import dice
+from medlens.evaluate.metrics import dice, iou
+from medlens.evaluate.stats import summarize
 from medlens.files import write_atomically, write_text_atomically
 from medlens.segment.datasets import mask_to_target
 from medlens.segment.io import case_name, is_image_file, read_image
@@ -39,8 +41,9 @@ from medlens.segment.io import case_name, is_image_file, read_image
 ISBI_THRESHOLDS = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 11), 1))  # the challenge's sweep
 
 
-def _onehot(mask: np.ndarray, n_classes: int) -> torch.Tensor:
-    return one_hot(torch.from_numpy(np.asarray(mask, dtype=np.int64))[None, None], n_classes)
+def _batch(mask: np.ndarray) -> torch.Tensor:
+    """A boolean mask as MONAI's one-channel batch ``(1, 1, *spatial)``."""
+    return torch.from_numpy(np.ascontiguousarray(mask))[None, None]
 
 
 def case_metrics(pred: np.ndarray, true: np.ndarray, n_classes: int = 2,
@@ -49,20 +52,19 @@ def case_metrics(pred: np.ndarray, true: np.ndarray, n_classes: int = 2,
     pred, true = np.asarray(pred), np.asarray(true)
     if pred.shape != true.shape:
         raise GeometryError(f"prediction shape {pred.shape} differs from truth shape {true.shape}")
-    p, t = _onehot(pred, n_classes), _onehot(true, n_classes)
-    dice, iou, hd = [], [], []
+    dices, ious, hd = [], [], []
     for k in range(1, n_classes):
-        pk, tk = p[:, k:k + 1], t[:, k:k + 1]
+        pk, tk = pred == k, true == k
+        dices.append(dice(pk, tk))
+        ious.append(iou(pk, tk))
         ps, ts = bool(pk.any()), bool(tk.any())
-        if not ps and not ts:
-            dice.append(1.0), iou.append(1.0), hd.append(0.0)
-            continue
-        dice.append(float(compute_dice(pk, tk, include_background=True, ignore_empty=False)))
-        iou.append(float(compute_iou(pk, tk, include_background=True, ignore_empty=False)))
-        hd.append(float(compute_hausdorff_distance(pk, tk, include_background=True, percentile=95,
-                                                   spacing=list(spacing) if spacing else None))
-                  if ps and ts else float("nan"))
-    return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou)),
+        if ps and ts:
+            hd.append(float(compute_hausdorff_distance(_batch(pk), _batch(tk),
+                                                       include_background=True, percentile=95,
+                                                       spacing=list(spacing) if spacing else None)))
+        else:
+            hd.append(0.0 if not ps and not ts else float("nan"))
+    return {"dice": float(np.mean(dices)), "iou": float(np.mean(ious)),
             "hd95": float(np.mean(hd)), "pixel_error": float(np.mean(pred != true))}
 
 
@@ -96,16 +98,12 @@ def mean_dice(pred: np.ndarray, true: np.ndarray, n_classes: int = 2) -> float:
     return float(np.mean([dice(pred == k, true == k) for k in range(1, n_classes)]))
 
 
-def summarize(rows: list[dict[str, Any]], keys=("dice", "iou", "hd95", "pixel_error")) -> dict[str, dict]:
-    """Mean, std, median and count (NaNs left out) of each metric over cases."""
-    out = {}
-    for k in keys:
-        v = np.array([r[k] for r in rows], dtype=float)
-        v = v[np.isfinite(v)]
-        out[k] = {"mean": float(v.mean()) if v.size else float("nan"),
-                  "std": float(v.std()) if v.size else float("nan"),
-                  "median": float(np.median(v)) if v.size else float("nan"), "n": int(v.size)}
-    return out
+CASE_METRICS = ("dice", "iou", "hd95", "pixel_error")
+
+
+def summarize_cases(rows: list[dict[str, Any]], keys=CASE_METRICS) -> dict[str, dict]:
+    """:func:`medlens.evaluate.stats.summarize` of each metric over the case rows."""
+    return {k: summarize([r[k] for r in rows]) for k in keys}
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -148,14 +146,14 @@ def evaluate_cases(preds: dict[str, np.ndarray], cases, n_classes: int = 2,
         rows.append(row)
         if overlay_dir is not None:
             overlay(case.image.array, pred, case.mask, Path(overlay_dir) / f"{case.case_id}.png")
-    result = {"cases": rows, "summary": summarize(rows)}
+    result = {"cases": rows, "summary": summarize_cases(rows)}
     if n_classes == 2:
         result["summary"]["pixel_error_fscore"] = fscore_pixel_error(
             [preds[c.case_id] for c in cases], [c.mask for c in cases])["error"]
     names = sorted({row["subgroup"] for row in rows if "subgroup" in row})
     if names:
         result["subgroups"] = {name: {"n": sum(r.get("subgroup") == name for r in rows),
-                                      **summarize([r for r in rows if r.get("subgroup") == name])} for name in names}
+                                      **summarize_cases([r for r in rows if r.get("subgroup") == name])} for name in names}
     return result
 
 

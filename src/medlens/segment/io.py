@@ -105,9 +105,14 @@ def write_table(columns: dict[str, np.ndarray], target: str | Path) -> Path:
     return write_atomically(Path(target), lambda p: pd.DataFrame(columns).to_csv(p, index=False))
 
 
-def mask_suffix(reference: MedImage) -> str:
-    """The file suffix a mask for ``reference`` is written with (``.png``, ``.nii.gz``)."""
-    return ".png" if reference.meta.get("format") == "picture" else ".nii.gz"
+def mask_suffix(reference: MedImage | Path) -> str:
+    """The file suffix a mask for ``reference`` (an image, or the path it is read from) is written with:
+    ``.png`` for pictures, ``.nii.gz`` for NIfTI files and DICOM series."""
+    if isinstance(reference, MedImage):
+        picture = reference.meta.get("format") == "picture"
+    else:
+        picture = Path(reference).name.lower().endswith(PICTURE_SUFFIXES)
+    return ".png" if picture else ".nii.gz"
 
 
 def write_mask(mask: np.ndarray, reference: MedImage, target: str | Path, n_classes: int = 2,

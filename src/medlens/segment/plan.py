@@ -1,357 +1,386 @@
-"""A self-configuring segmentation plan: fingerprint a dataset, derive settings, apply them.
+"""The segmentation plan as a validated object: ``plan.json`` in, :class:`SegmentationPlan` out.
 
-The idea is nnU-Net's (Isensee et al., Nat Methods 18:203, 2021), sized for a CPU:
+A plan says how one dataset is segmented: how images are normalised and resampled, the patch and
+batch, the network, the augmentations, how long to train, how to predict, and which post-processing
+follows the arg-max. :func:`medlens.segment.rules.make_plan` derives it from the dataset's
+fingerprint (:mod:`medlens.segment.fingerprint`) and writes the reason of each choice under
+``reasons``; ``medlens segment cv`` adds the post-processing chosen on its folds
+(``postprocessing.decision``).
 
-* **Fingerprint**: image dimensionality and channels, median/min/max shape, median spacing,
-  foreground intensity percentiles (0.5, 50, 99.5), mean and standard deviation, class frequencies,
-  and a ``dataset_id`` hashed from the file names and sizes.
-* **Plan**: normalisation (CT: clip to the foreground 0.5/99.5 percentiles, then z-score with the
-  foreground mean and std; otherwise z-score each image), target spacing (median; for anisotropic
-  data, ratio > 3, the low-resolution axis takes the 10th percentile), patch size (median resampled
-  shape shrunk to a voxel budget, at least 32 px in 2D / 16 in 3D, divisible by ``2 ** depth``),
-  network depth (``log2(min patch / 4)``, at most 4), batch size (from the voxel budget),
-  augmentations (mirroring on every axis, intensity scale/shift; off by default and added by a user
-  where the anatomy allows, in ``plan.json`` or with ``medlens segment plan --rot90 --elastic SIGMA``
-  (:func:`add_augmentations`): ``rot90``, random quarter turns in the last two axes, and
-  ``elastic: {sigma, grid, prob}``, :func:`medlens.segment.train.elastic_deform`); inference settings
-  (window overlap, flip TTA, ``tta_rotations``: TTA over quarter turns too, switched on with ``rot90``)
-  with post-processing off (``min_component_size``, ``keep_component``, ``keep_count``, ``fill_holes``:
-  see :func:`medlens.segment.infer.postprocess`; for a pair of lungs ``"largest"``, 2, ``true``); in
-  ``instance`` mask mode also ``inference.instances``, how instances are cut from the predicted
-  interior/boundary map (:data:`medlens.segment.instances.INSTANCE_DEFAULTS`), and ``diameter_range``,
-  the training images' range of median object diameters, outside which an image is predicted again at a
-  rescaled size (:func:`medlens.segment.infer.segment_image`).
-
-``plan.json`` is plain JSON; a user can edit any field before ``train``.
+``plan.json`` stays plain JSON that a user may edit before ``train``. Reading it validates every field:
+an unknown field, a missing one or a bad value raises :class:`~medlens.errors.ConfigError` naming the
+file and the field (``plan.json: field `augmentations.elastic.sigma`: ...``), as the study config does.
+Versions: a plan of :data:`PLAN_VERSION` loads as it is; a version-1 plan (medlens before the typed
+plan) is upgraded on reading (its post-processing settings move from ``inference`` to
+``postprocessing``; the rules' reasons and the structure statistics stay absent); any other version is
+refused with a message naming it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from medlens.errors import ConfigError, DatasetError, UnreadableFileError
+from medlens.errors import ConfigError, UnreadableFileError
 from medlens.files import write_text_atomically
-from medlens.segment.datasets import SegCase, find_layout
-from medlens.segment.io import is_image_file
-from medlens.segment.instances import INSTANCE_DEFAULTS, diameter_range
 
-PLAN_VERSION = 1
-VOXEL_BUDGET = {2: 256 * 256, 3: 64 * 64 * 24}
-MIN_PATCH = {2: 32, 3: 16}
+PLAN_VERSION = 2
+PLAN_FILE = "plan.json"
+POSTPROCESSING_KEYS = ("min_component_size", "keep_component", "keep_count", "fill_holes")
 
 
-def dataset_id(folder: str | Path) -> str:
-    """SHA-1 of the sorted (relative path, size) list of a dataset's image and mask files (or archive)."""
-    folder = Path(folder)
-    if folder.is_file():
-        entries = [(folder.name, folder.stat().st_size)]
-    else:
-        img_dir, mask_dir = find_layout(folder)
-        entries = []
-        for d in (img_dir, mask_dir):
-            if d is not None:
-                entries += [(str(p.relative_to(folder)), p.stat().st_size)
-                            for p in sorted(d.iterdir()) if is_image_file(p)]
-    if not entries:
-        raise DatasetError(f"{folder}: empty dataset folder (no images)")
-    return hashlib.sha1(json.dumps(entries).encode()).hexdigest()
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def fingerprint(cases: list[SegCase], n_classes: int, seed: int = 0,
-                modality: str | None = None) -> dict[str, Any]:
-    """Dataset statistics the plan is derived from (see the module docstring).
+class DatasetInfo(_Strict):
+    """The dataset a plan was made from; ``dataset_id`` is :func:`medlens.segment.fingerprint.dataset_id`."""
 
-    The modality is read from the images' metadata (DICOM/NIfTI readers) or recognised as CT from
-    Hounsfield-like values (below -500 and above 0); ``modality`` overrides both, for data whose format
-    cannot tell, such as CT already rescaled to [0, 1] (nnU-Net's ``channel_names`` play this part).
+    path: str
+    dataset_id: str
+    mask_mode: Literal["binary", "labels", "instance"] = "binary"
+    n_classes: int = Field(2, ge=2)
+
+
+class Intensity(_Strict):
+    """Foreground intensity statistics (percentiles 0.5, 50 and 99.5, mean, std)."""
+
+    p00_5: float
+    p50: float
+    p99_5: float
+    mean: float
+    std: float
+
+
+class Structure(_Strict):
+    """What the masks show about the target structure (:func:`medlens.segment.fingerprint.structure_statistics`).
+
+    ``kind``: ``whole`` when a case holds a few structures that are segmented together (two lungs, one
+    nodule) and ``objects`` when it holds many (cells, nuclei); ``extent_median`` and ``extent_p90`` are the
+    median and 90th percentile of the bounding box (mm, per axis) of the whole foreground or of one
+    object; ``thickness`` the median thickness (mm)
+    of the thinnest class; ``components``/``components_share`` the most common number of foreground
+    components per case and the share of cases that have exactly that many; ``component_size_p05`` the 5th
+    percentile of the true components' sizes (voxels); ``centred_share`` the share of cases whose
+    foreground reaches the array centre; ``orientation_asymmetry`` the mean absolute change of the mean
+    training mask (at 8 pixels a side) under quarter turns.
     """
-    if not cases:
-        raise DatasetError("fingerprint: no cases")
-    rng = np.random.default_rng(seed)
-    dims = cases[0].image.array.ndim - 1
-    shapes = np.array([c.image.shape for c in cases])
-    spacings = np.array([c.image.spacing for c in cases])
-    samples, counts = [], np.zeros(n_classes, dtype=np.int64)
-    for c in cases:
-        img = c.image.array.mean(axis=0)
-        if c.mask is not None:
-            counts += np.bincount(c.mask.ravel(), minlength=n_classes)[:n_classes]
-            fg = img[c.mask > 0]
-        else:
-            fg = img.ravel()
-        if fg.size:
-            samples.append(rng.choice(fg, size=min(fg.size, 10000), replace=False))
-    values = np.concatenate(samples) if samples else np.zeros(1, np.float32)
-    modalities = {c.image.meta.get("modality") for c in cases} - {None}
-    is_ct = "CT" in modalities or (float(values.min()) < -500 and float(np.percentile(values, 99)) > 0)
-    if modality is None:
-        modality = "CT" if is_ct else (sorted(modalities)[0] if modalities else "OT")
-    return {
-        "dims": int(dims),
-        "channels": int(max(c.image.array.shape[0] for c in cases)),
-        "n_cases": len(cases),
-        "modality": modality.upper(),
-        "shape_median": np.median(shapes, axis=0).tolist(),
-        "shape_min": shapes.min(axis=0).tolist(),
-        "shape_max": shapes.max(axis=0).tolist(),
-        "spacing_median": np.median(spacings, axis=0).tolist(),
-        "spacing_p10": np.percentile(spacings, 10, axis=0).tolist(),
-        "intensity": {
-            "p00_5": float(np.percentile(values, 0.5)), "p50": float(np.percentile(values, 50)),
-            "p99_5": float(np.percentile(values, 99.5)), "mean": float(values.mean()), "std": float(values.std()),
-        },
-        "class_frequencies": (counts / max(counts.sum(), 1)).tolist(),
-        "cases_with_foreground": int(sum(1 for c in cases if c.mask is not None and c.mask.any())),
-    }
+
+    kind: Literal["whole", "objects"]
+    extent_median: list[float]
+    extent_p90: list[float]
+    thickness: float | None = None
+    components: int = Field(ge=0)
+    components_share: float = Field(ge=0, le=1)
+    component_size_p05: float = Field(ge=0)
+    centred_share: float = Field(ge=0, le=1)
+    orientation_asymmetry: float = Field(ge=0)
 
 
-def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary", n_classes: int = 2,
-              network: str = "unet", seed: int = 0, modality: str | None = None) -> dict[str, Any]:
-    """Derive a plan from ``cases`` loaded from ``data`` (see the module docstring for the rules);
-    ``modality`` overrides the detected one (:func:`fingerprint`)."""
-    fp = fingerprint(cases, n_classes, seed, modality)
-    dims = fp["dims"]
-    spacing = np.array(fp["spacing_median"], dtype=float)
-    if dims == 3 and spacing.max() / spacing.min() > 3:
-        low = int(spacing.argmax())
-        spacing[low] = fp["spacing_p10"][low]
-    shape = np.array(fp["shape_median"]) * np.array(fp["spacing_median"]) / spacing
-    patch = np.maximum(shape, MIN_PATCH[dims])
-    while np.prod(patch) > VOXEL_BUDGET[dims]:
-        patch[int(np.argmax(patch))] *= 0.9
-    patch = np.maximum(patch, MIN_PATCH[dims])
-    depth = int(min(4, max(1, math.floor(math.log2(patch.min() / 4)))))
-    step = 2**depth
-    patch = [int(math.ceil(p / step) * step) for p in patch]
-    batch = int(min(16, max(2, VOXEL_BUDGET[dims] * 2 // int(np.prod(patch)))))
-    if fp["modality"] == "CT":
-        it = fp["intensity"]
-        norm = {"scheme": "ct_clip_zscore", "clip": [it["p00_5"], it["p99_5"]], "mean": it["mean"],
-                "std": max(it["std"], 1e-6)}
-    else:
-        norm = {"scheme": "zscore_per_image"}
-    inference = {"overlap": 0.5, "tta_flips": True, "tta_rotations": False, "sw_batch_size": 4,
-                 "min_component_size": 0, "keep_component": None, "keep_count": 1, "fill_holes": False}
-    if mask_mode == "instance":
-        inference["instances"] = {**INSTANCE_DEFAULTS, "diameter_range": diameter_range(cases)}
-    return {
-        "version": PLAN_VERSION,
-        "dataset": {"path": str(Path(data).resolve()), "dataset_id": dataset_id(data), "mask_mode": mask_mode,
-                    "n_classes": n_classes},
-        "fingerprint": fp,
-        "normalization": norm,
-        "target_spacing": spacing.tolist(),
-        "patch_size": patch,
-        "batch_size": batch,
-        "network": {"name": network, "channels": 16, "depth": depth},
-        "loss": "dicece",
-        "augmentations": {"flip_axes": list(range(dims)), "flip_prob": 0.5, "intensity_scale": 0.1,
-                          "intensity_shift": 0.1},
-        "training": {"epochs": 40, "steps_per_epoch": 25, "lr": 2e-3, "weight_decay": 1e-5,
-                     "foreground_oversample": 0.33, "seed": seed, "patience": None, "max_steps": None,
-                     "amp": "auto"},
-        "inference": inference,
-    }
+class Fingerprint(_Strict):
+    """Dataset statistics the plan derives from (:func:`medlens.segment.fingerprint.fingerprint`)."""
+
+    dims: Literal[2, 3]
+    channels: int = Field(ge=1)
+    n_cases: int = Field(ge=1)
+    modality: str
+    shape_median: list[float]
+    shape_min: list[float]
+    shape_max: list[float]
+    spacing_median: list[float]
+    spacing_p10: list[float]
+    intensity: Intensity
+    class_frequencies: list[float]
+    cases_with_foreground: int = Field(ge=0)
+    structure: Structure | None = None
 
 
-def add_augmentations(plan: dict[str, Any], rot90: bool = False, elastic_sigma: float | None = None,
-                      elastic_prob: float = 0.5, elastic_grid: int = 3) -> dict[str, Any]:
-    """Switch on the optional augmentations of ``plan`` (in place; returned for chaining).
+class Normalization(_Strict):
+    """``ct_clip_zscore``: ``(clip(x, lo, hi) - mean) / std`` with the dataset's foreground statistics;
+    ``zscore_per_image``: ``(x - mean_c) / std_c`` per channel of each image."""
 
-    ``rot90``: random quarter turns in the last two axes (for data without a canonical orientation,
-    e.g. microscopy or patches), and test-time augmentation over the same turns
-    (``inference.tta_rotations``, :func:`medlens.segment.infer.predict_probabilities`).
-    ``elastic_sigma``: elastic deformation with displacements of σ pixels on an ``elastic_grid`` grid,
-    applied to a share ``elastic_prob`` of the patches
-    (:func:`medlens.segment.train.elastic_deform`).
+    scheme: Literal["ct_clip_zscore", "zscore_per_image"]
+    clip: list[float] | None = None
+    mean: float | None = None
+    std: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ct_needs_statistics(self) -> "Normalization":
+        if self.scheme == "ct_clip_zscore":
+            if self.clip is None or len(self.clip) != 2 or self.clip[0] >= self.clip[1]:
+                raise ValueError("ct_clip_zscore needs clip: [low, high] with low < high")
+            if self.mean is None or self.std is None:
+                raise ValueError("ct_clip_zscore needs mean and std")
+        return self
+
+
+class Network(_Strict):
+    """A network of :data:`medlens.segment.networks.NETWORKS`, first-stage width and downsampling steps."""
+
+    name: str = "unet"
+    channels: int = Field(16, ge=1)
+    depth: int = Field(ge=1, le=6)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from medlens.segment.networks import NETWORKS
+
+        if value not in NETWORKS:
+            raise ValueError(f"unknown network {value!r}; choose one of {sorted(NETWORKS)}")
+        return value
+
+
+class Elastic(_Strict):
+    """Elastic deformation (:func:`medlens.segment.train.elastic_deform`): displacements of σ pixels on a
+    ``grid`` × ... grid, applied to a share ``prob`` of the patches."""
+
+    sigma: float = Field(gt=0)
+    grid: int = Field(3, ge=2)
+    prob: float = Field(0.5, ge=0, le=1)
+
+
+class Augmentations(_Strict):
+    """Random mirroring on ``flip_axes``, intensity scale ``1 ± s`` and shift ``± t`` (z-score units),
+    quarter turns in the last two axes (``rot90``) and elastic deformation (``elastic``)."""
+
+    flip_axes: list[int] = Field(default_factory=list)
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    intensity_scale: float = Field(0.1, ge=0)
+    intensity_shift: float = Field(0.1, ge=0)
+    rot90: bool = False
+    elastic: Elastic | None = None
+
+
+class Training(_Strict):
+    """``epochs`` × ``steps_per_epoch`` optimiser steps of ``batch_size`` patches (AdamW, cosine decay)."""
+
+    epochs: int = Field(ge=1)
+    steps_per_epoch: int = Field(25, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    foreground_oversample: float = Field(0.33, ge=0, le=1)
+    seed: int = 0
+    patience: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+
+
+class Instances(_Strict):
+    """How instances are cut from a predicted interior/boundary map (:mod:`medlens.segment.instances`)."""
+
+    markers: Literal["hmaxima", "hmaxima_relative", "components"] = "hmaxima_relative"
+    h: float | None = Field(None, ge=0)
+    smooth: float = Field(1.0, ge=0)
+    min_size: int = Field(8, ge=0)
+    diameter_range: list[float] | None = None
+
+    @field_validator("diameter_range")
+    @classmethod
+    def _increasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not (len(value) == 2 and 0 < value[0] <= value[1]):
+            raise ValueError(f"must be null or [low, high] with 0 < low <= high, got {value!r}")
+        return value
+
+
+class Inference(_Strict):
+    """Sliding-window overlap and batch, mirror (``tta_flips``) and square-symmetry (``tta_rotations``)
+    test-time augmentation, and for instance mode how instances are cut."""
+
+    overlap: float = Field(0.5, ge=0, lt=1)
+    tta_flips: bool = True
+    tta_rotations: bool = False
+    sw_batch_size: int = Field(4, ge=1)
+    instances: Instances | None = None
+
+
+class PostprocessingTrial(_Strict):
+    """One candidate step tried on the cross-validation predictions: its settings, the mean Dice with it
+    (on top of the steps kept before it) and whether it was kept."""
+
+    step: dict[str, Any]
+    dice: float
+    kept: bool
+
+
+class PostprocessingDecision(_Strict):
+    """What ``segment cv`` measured: mean Dice over its ``n_cases`` validation predictions without
+    post-processing (``dice_before``), each trial, and the mean Dice with the kept steps (``dice_after``)."""
+
+    folds: int = Field(ge=2)
+    n_cases: int = Field(ge=1)
+    dice_before: float
+    dice_after: float
+    trials: list[PostprocessingTrial] = Field(default_factory=list)
+
+
+class Postprocessing(_Strict):
+    """Steps applied to the arg-max label map (:func:`medlens.segment.postprocess.postprocess`), in this
+    order: drop components under ``min_component_size`` voxels, keep components (``keep_component``:
+    ``largest`` keeps ``keep_count`` of them, ``central`` the one nearest the centre), fill holes.
+
+    ``candidates`` are the steps ``segment cv`` tries (derived from the training masks); ``decision``
+    records what it measured when it chose the applied steps.
     """
-    if rot90:
-        plan["augmentations"]["rot90"] = True
-        plan["inference"]["tta_rotations"] = True
-    if elastic_sigma:
-        plan["augmentations"]["elastic"] = {"sigma": float(elastic_sigma), "grid": int(elastic_grid),
-                                            "prob": float(elastic_prob)}
-    check_augmentations(plan["augmentations"])
+
+    min_component_size: int = Field(0, ge=0)
+    keep_component: Literal["largest", "central"] | None = None
+    keep_count: int = Field(1, ge=1)
+    fill_holes: bool = False
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    decision: PostprocessingDecision | None = None
+
+    def steps(self) -> dict[str, Any]:
+        """The applied settings alone (what :func:`medlens.segment.postprocess.postprocess` reads)."""
+        return {k: getattr(self, k) for k in POSTPROCESSING_KEYS}
+
+
+class SegmentationPlan(_Strict):
+    """A whole segmentation plan (see the module docstring)."""
+
+    version: Literal[2] = PLAN_VERSION
+    dataset: DatasetInfo
+    fingerprint: Fingerprint
+    normalization: Normalization
+    target_spacing: list[float]
+    patch_size: list[int]
+    batch_size: int = Field(ge=1)
+    network: Network
+    loss: Literal["ce", "dice", "dicece"] = "dicece"
+    augmentations: Augmentations
+    training: Training
+    inference: Inference = Field(default_factory=Inference)
+    postprocessing: Postprocessing = Field(default_factory=Postprocessing)
+    reasons: dict[str, str] = Field(default_factory=dict)
+    _source: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "SegmentationPlan":
+        dims = self.fingerprint.dims
+        for key in ("target_spacing", "patch_size"):
+            if len(getattr(self, key)) != dims:
+                raise ValueError(f"{key} must have {dims} values, has {getattr(self, key)}")
+        if any(s <= 0 for s in self.target_spacing):
+            raise ValueError(f"target_spacing must be positive, got {self.target_spacing}")
+        step = 2 ** self.network.depth
+        if self.network.name == "unet" and any(p < 1 or p % step for p in self.patch_size):
+            raise ValueError(f"patch_size {self.patch_size} must be divisible by 2**network.depth = {step}")
+        bad = [a for a in self.augmentations.flip_axes if not 0 <= a < dims]
+        if bad:
+            raise ValueError(f"augmentations.flip_axes {bad} must lie in 0..{dims - 1}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the plan was read from (for messages), or ``plan``."""
+        return self._source or "plan"
+
+    @property
+    def dims(self) -> int:
+        return self.fingerprint.dims
+
+    @property
+    def n_classes(self) -> int:
+        return self.dataset.n_classes
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.patch_size)
+
+    def copy_with(self, **changes: Any) -> "SegmentationPlan":
+        """A validated deep copy with top-level fields or dotted paths replaced:
+        ``plan.copy_with(**{"training.seed": 1})``."""
+        data = self.to_dict()
+        for dotted, value in changes.items():
+            node, *path = dotted.split(".")
+            target = data
+            for key in [node, *path][:-1]:
+                target = target[key]
+            target[[node, *path][-1]] = value
+        plan = parse_plan(data, self.source)
+        plan._source = self._source
+        return plan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready mapping (what ``plan.json`` holds)."""
+        return json.loads(self.model_dump_json())
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in item["loc"]).replace(".[", "[")
+        lines.append(f"{source}: field `{field or '<root>'}`: {item['msg']}")
+    return "\n".join(lines)
+
+
+def upgrade(mapping: dict[str, Any], source: str = "plan") -> dict[str, Any]:
+    """A plan mapping of an older version as a mapping of :data:`PLAN_VERSION` (see the module docstring).
+
+    Raises :class:`ConfigError` naming the version for a version this release cannot read.
+    """
+    version = mapping.get("version")
+    if version == PLAN_VERSION:
+        return mapping
+    if version == 1:
+        data = json.loads(json.dumps(mapping))
+        inference = data.get("inference", {})
+        data["postprocessing"] = {k: inference.pop(k) for k in POSTPROCESSING_KEYS if k in inference}
+        data["version"] = PLAN_VERSION
+        return data
+    raise ConfigError(f"{source}: field `version`: plan version {version!r} is not one this medlens reads "
+                      f"(1 or {PLAN_VERSION}); make a new plan with `medlens segment plan DATA`")
+
+
+def parse_plan(mapping: Any, source: str = "plan") -> SegmentationPlan:
+    """Validate a mapping as a plan (upgrading version 1); errors name ``source`` and the field."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: a plan must be a JSON object, got {type(mapping).__name__}")
+    try:
+        plan = SegmentationPlan.model_validate(upgrade(mapping, source))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+    plan._source = source
     return plan
 
 
-def check_augmentations(aug: dict[str, Any], where: str = "augmentations") -> None:
-    """Raise :class:`ConfigError` naming the field when an optional augmentation has a bad value."""
-    elastic = aug.get("elastic")
-    if not elastic:
-        return
-    if not isinstance(elastic, dict) or "sigma" not in elastic:
-        raise ConfigError(f"{where}.elastic: needs {{sigma, grid, prob}}, got {elastic!r}")
-    rules = {"sigma": (float, lambda v: v > 0, "> 0 pixels"), "grid": (int, lambda v: v >= 2, "at least 2"),
-             "prob": (float, lambda v: 0 <= v <= 1, "in [0, 1]")}
-    for key, (kind, ok, text) in rules.items():
-        if key not in elastic:
-            continue
-        try:
-            good = ok(kind(elastic[key]))
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f"{where}.elastic.{key}: must be {text}, got {elastic[key]!r}")
-
-
-def check_diameter_range(inference: dict[str, Any], where: str = "inference") -> None:
-    """Raise :class:`ConfigError` unless ``inference.instances.diameter_range`` is absent, ``null`` or two
-    positive numbers in increasing order."""
-    bounds = (inference.get("instances") or {}).get("diameter_range")
-    if bounds is None:
-        return
-    try:
-        good = len(bounds) == 2 and 0 < float(bounds[0]) <= float(bounds[1])
-    except (TypeError, ValueError):
-        good = False
-    if not good:
-        raise ConfigError(f"{where}.instances.diameter_range: must be null or [low, high] with "
-                          f"0 < low <= high, got {bounds!r}")
-
-
-def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
-    """Write ``plan`` as indented JSON (temporary name, then rename)."""
-    return write_text_atomically(path, json.dumps(plan, indent=2))
-
-
-REQUIRED = ("dataset", "fingerprint", "normalization", "target_spacing", "patch_size", "batch_size", "network",
-            "loss", "augmentations", "training", "inference")
-
-
-def load_plan(path: str | Path) -> dict[str, Any]:
-    """Read and check a ``plan.json``; a missing field or bad value raises :class:`ConfigError`."""
+def load_plan(path: str | Path) -> SegmentationPlan:
+    """Read and validate a ``plan.json`` (or the one in a folder)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "plan.json"
+        path = path / PLAN_FILE
     try:
-        plan = json.loads(path.read_text())
+        mapping = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise UnreadableFileError(path, "no plan.json here; run `medlens segment plan DATA` first") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [k for k in REQUIRED if k not in plan]
-    if missing:
-        raise ConfigError(f"{path}: plan lacks the fields {missing}")
-    dims = plan["fingerprint"]["dims"]
-    for key in ("target_spacing", "patch_size"):
-        if len(plan[key]) != dims:
-            raise ConfigError(f"{path}: {key} must have {dims} values, has {plan[key]}")
-    if any(int(p) % 2 ** plan["network"]["depth"] for p in plan["patch_size"]):
-        raise ConfigError(f"{path}: patch_size {plan['patch_size']} must be divisible by 2**depth "
-                          f"= {2 ** plan['network']['depth']}")
-    check_augmentations(plan["augmentations"], f"{path}: augmentations")
-    check_diameter_range(plan["inference"], f"{path}: inference")
-    plan["_path"] = str(path)
-    return plan
+    return parse_plan(mapping, str(path))
 
 
-def check_dataset(plan: dict[str, Any], data: str | Path) -> None:
+def save_plan(plan: SegmentationPlan, path: str | Path) -> Path:
+    """Write ``plan`` as indented JSON (temporary name, then rename)."""
+    return write_text_atomically(path, json.dumps(plan.to_dict(), indent=2))
+
+
+def check_dataset(plan: SegmentationPlan, data: str | Path) -> None:
     """Raise :class:`ConfigError` when ``data`` is not the dataset the plan was made from."""
+    from medlens.segment.fingerprint import dataset_id
+
     found = dataset_id(data)
-    if found != plan["dataset"]["dataset_id"]:
+    if found != plan.dataset.dataset_id:
         raise ConfigError(
-            f"{plan.get('_path', 'plan')}: this plan was made for the dataset {plan['dataset']['path']} "
-            f"(id {plan['dataset']['dataset_id'][:12]}), not {data} (id {found[:12]}); run "
+            f"{plan.source}: this plan was made for the dataset {plan.dataset.path} "
+            f"(id {plan.dataset.dataset_id[:12]}), not {data} (id {found[:12]}); run "
             f"`medlens segment plan {data}` to make a plan for it")
 
 
-def check_image(plan: dict[str, Any], array: np.ndarray, source: Any) -> None:
+def check_image(plan: SegmentationPlan, array: np.ndarray, source: Any) -> None:
     """Raise :class:`ConfigError` when an image's dimensionality does not fit the plan."""
-    dims = plan["fingerprint"]["dims"]
-    if array.ndim - 1 != dims:
-        raise ConfigError(f"{source}: a {array.ndim - 1}D image, but the plan "
-                          f"({plan.get('_path', 'plan')}) is for {dims}D data")
-
-
-def match_channels(array: np.ndarray, channels: int) -> np.ndarray:
-    """Repeat a single channel, or average several into one, to get ``channels``."""
-    if array.shape[0] == channels:
-        return array
-    if array.shape[0] == 1:
-        return np.repeat(array, channels, axis=0)
-    if channels == 1:
-        return array.mean(axis=0, keepdims=True)
-    raise ConfigError(f"image has {array.shape[0]} channels, the plan expects {channels}")
-
-
-def normalize(array: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
-    """Apply the plan's normalisation to a ``(C, ...)`` array.
-
-    ``ct_clip_zscore``: ``(clip(x, lo, hi) - mean) / std`` with the dataset's foreground statistics.
-    ``zscore_per_image``: ``(x - mean_c) / std_c`` per channel of this image.
-    """
-    x = array.astype(np.float32)
-    if norm["scheme"] == "ct_clip_zscore":
-        lo, hi = norm["clip"]
-        return (np.clip(x, lo, hi) - norm["mean"]) / norm["std"]
-    if norm["scheme"] == "zscore_per_image":
-        axes = tuple(range(1, x.ndim))
-        return (x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + 1e-6)
-    raise ConfigError(f"normalization.scheme: unknown {norm['scheme']!r}")
-
-
-def resample_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float]) -> tuple[int, ...]:
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
-
-
-def resize(array: np.ndarray, shape: tuple[int, ...], labels: bool = False) -> np.ndarray:
-    """Resize ``(C, ...)`` to spatial ``shape``: (bi/tri)linear for images, nearest for labels."""
-    if tuple(array.shape[1:]) == tuple(shape):
-        return array
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
-    if labels:
-        out = F.interpolate(t, size=shape, mode="nearest-exact")
-    else:
-        out = F.interpolate(t, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear",
-                            align_corners=False, antialias=len(shape) == 2)
-    return out[0].numpy()
-
-
-def pad_value(array: np.ndarray) -> float:
-    """The value a prepared ``(C, ...)`` array is padded with to reach the patch size: its minimum.
-
-    For CT this is the normalised lower clip bound (air), so that padding looks like the lung around a
-    nodule. Training (:class:`medlens.segment.train.PatchDataset`) and inference
-    (:func:`medlens.segment.infer.predict_probabilities`) must pad with the same value: a network that
-    was trained with air around small volumes and then sees another value there (MONAI's sliding
-    window pads with 0, which after a CT z-score is soft tissue near −220 HU) fails on every volume
-    smaller than the patch (most LIDC nodule VOIs are thinner than the patch).
-    """
-    return float(array.min())
-
-
-def pad_to(array: np.ndarray, shape: tuple[int, ...], value: float = 0.0) -> np.ndarray:
-    """Pad ``(C, ...)`` symmetrically so each spatial axis is at least ``shape``
-    (the ``(n - s) // 2`` extra voxels before, the rest after)."""
-    pads = [(0, 0)] + [((max(s - n, 0)) // 2, max(s - n, 0) - max(s - n, 0) // 2)
-                       for n, s in zip(array.shape[1:], shape)]
-    return np.pad(array, pads, constant_values=value) if any(sum(p) for p in pads) else array
-
-
-def unpad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Undo :func:`pad_to`: the centre ``shape`` window of ``(C, ...)`` that :func:`pad_to` grew."""
-    sl = tuple(slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(shape, array.shape[1:]))
-    return array[(slice(None),) + sl]
-
-
-def prepare_image(plan: dict[str, Any], image) -> np.ndarray:
-    """Channels matched, normalised and resampled to the plan's target spacing: ``(C, ...)`` float32."""
-    check_image(plan, image.array, image.meta.get("source"))
-    x = normalize(match_channels(image.array, plan["fingerprint"]["channels"]), plan["normalization"])
-    return resize(x, resample_shape(image.shape, image.spacing, plan["target_spacing"]))
-
-
-def prepare_case(plan: dict[str, Any], case: SegCase) -> tuple[np.ndarray, np.ndarray]:
-    """Image as :func:`prepare_image` and its mask resampled the same way (``(1, ...)`` int64)."""
-    x = prepare_image(plan, case.image)
-    y = resize(case.mask[None].astype(np.float32), x.shape[1:], labels=True).astype(np.int64)
-    return x, y
+    if array.ndim - 1 != plan.dims:
+        raise ConfigError(f"{source}: a {array.ndim - 1}D image, but the plan ({plan.source}) is for "
+                          f"{plan.dims}D data")

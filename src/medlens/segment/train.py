@@ -1,6 +1,6 @@
-"""Training a segmentation network from a plan: patch sampling, augmentation, the loop, the bundle.
+"""Training a segmentation network from a plan: patch sampling, augmentation, the loop.
 
-Patches of ``plan['patch_size']`` are drawn from the prepared (normalised, resampled) cases; with
+Patches of ``plan.patch_size`` are drawn from the prepared (normalised, resampled) cases; with
 probability ``foreground_oversample`` a patch is centred on a random foreground voxel (nnU-Net's
 oversampling, so that small structures such as nodules are seen). Augmentation: random mirroring on
 ``flip_axes``, optionally random quarter turns (``rot90``) and elastic deformation (``elastic``,
@@ -11,24 +11,19 @@ autocast where it pays, best validation epoch kept).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 from scipy import ndimage
 from torch.utils.data import Dataset, TensorDataset
 
 from medlens.engine.trainer import History, Trainer, TrainConfig
-from medlens.errors import ConfigError, UnreadableFileError
-from medlens.files import write_atomically, write_text_atomically
+from medlens.errors import ConfigError
+from medlens.segment.bundle import build_model
 from medlens.segment.datasets import SegCase
 from medlens.segment.evaluate import mean_dice
 from medlens.segment.losses import build_loss
-from medlens.segment.networks import build_network
-from medlens.segment.plan import load_plan, pad_to, pad_value, prepare_case, save_plan  # noqa: F401 (pad_to: re-export)
+from medlens.segment.plan import SegmentationPlan
+from medlens.segment.prepare import pad_to, pad_value, prepare_case
 
 
 class PatchDataset(Dataset):
@@ -38,13 +33,13 @@ class PatchDataset(Dataset):
     patches and a run is reproducible.
     """
 
-    def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]], plan: dict[str, Any], length: int,
+    def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]], plan: SegmentationPlan, length: int,
                  seed: int = 0):
-        self.patch = tuple(int(p) for p in plan["patch_size"])
+        self.patch = plan.patch
         self.arrays = [(pad_to(x, self.patch, pad_value(x)), pad_to(y, self.patch)) for x, y in arrays]
         self.fg = [np.argwhere(y[0] > 0) for _, y in self.arrays]
-        self.aug = plan["augmentations"]
-        self.oversample = float(plan["training"]["foreground_oversample"])
+        self.aug = plan.augmentations
+        self.oversample = float(plan.training.foreground_oversample)
         self.length, self.seed = length, seed
         self.draws = np.zeros(length, dtype=np.int64)
 
@@ -65,17 +60,17 @@ class PatchDataset(Dataset):
             start = np.array([rng.integers(0, n - s + 1) for n, s in zip(shape, size)])
         sl = (slice(None),) + tuple(slice(a, a + s) for a, s in zip(start, size))
         xp, yp = x[sl], y[sl]
-        flips = [a + 1 for a in self.aug.get("flip_axes", []) if rng.random() < self.aug.get("flip_prob", 0.5)]
+        flips = [a + 1 for a in self.aug.flip_axes if rng.random() < self.aug.flip_prob]
         if flips:
             xp, yp = np.flip(xp, flips), np.flip(yp, flips)
-        if self.aug.get("rot90") and xp.shape[-1] == xp.shape[-2]:
+        if self.aug.rot90 and xp.shape[-1] == xp.shape[-2]:
             turns = int(rng.integers(4))
             xp, yp = np.rot90(xp, turns, axes=(-2, -1)), np.rot90(yp, turns, axes=(-2, -1))
-        elastic = self.aug.get("elastic")
-        if elastic and rng.random() < float(elastic.get("prob", 1.0)):
-            xp, yp = elastic_deform(xp, yp, float(elastic["sigma"]), int(elastic.get("grid", 3)), rng)
-        xp = xp * (1 + rng.uniform(-1, 1) * self.aug.get("intensity_scale", 0.0)) \
-            + rng.uniform(-1, 1) * self.aug.get("intensity_shift", 0.0)
+        elastic = self.aug.elastic
+        if elastic and rng.random() < elastic.prob:
+            xp, yp = elastic_deform(xp, yp, elastic.sigma, elastic.grid, rng)
+        xp = xp * (1 + rng.uniform(-1, 1) * self.aug.intensity_scale) \
+            + rng.uniform(-1, 1) * self.aug.intensity_shift
         return torch.from_numpy(np.ascontiguousarray(xp, dtype=np.float32)), \
             torch.from_numpy(np.ascontiguousarray(yp))
 
@@ -99,13 +94,6 @@ def elastic_deform(x: np.ndarray, y: np.ndarray, sigma: float, grid: int, rng: n
     return x_out.astype(x.dtype, copy=False), y_out.astype(y.dtype, copy=False)
 
 
-def build_model(plan: dict[str, Any]) -> torch.nn.Module:
-    """The plan's network, untrained."""
-    net = plan["network"]
-    return build_network(net["name"], plan["fingerprint"]["dims"], plan["fingerprint"]["channels"],
-                         plan["dataset"]["n_classes"], net.get("channels", 16), net["depth"])
-
-
 def centre_patch(x: np.ndarray, y: np.ndarray, patch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The ``patch``-sized window of a prepared case centred on its foreground (or its middle)."""
     x, y = pad_to(x, patch, pad_value(x)), pad_to(y, patch)
@@ -126,7 +114,7 @@ def dice_score(n_classes: int):
     return score
 
 
-def train_segmenter(plan: dict[str, Any], cases: list[SegCase], val_cases: list[SegCase] | None = None,
+def train_segmenter(plan: SegmentationPlan, cases: list[SegCase], val_cases: list[SegCase] | None = None,
                     progress: bool = False, num_workers: int = 0) -> tuple[torch.nn.Module, History]:
     """Train the plan's network on ``cases`` (with masks) with :class:`medlens.engine.trainer.Trainer`.
 
@@ -137,70 +125,19 @@ def train_segmenter(plan: dict[str, Any], cases: list[SegCase], val_cases: list[
     """
     if not cases or any(c.mask is None for c in cases):
         raise ConfigError("train: every training case needs a mask")
-    tr = plan["training"]
-    seed = int(tr.get("seed", 0))
-    batch = int(plan["batch_size"])
-    patch = tuple(int(p) for p in plan["patch_size"])
-    train_data = PatchDataset([prepare_case(plan, c) for c in cases], plan, int(tr["steps_per_epoch"]) * batch, seed)
+    tr = plan.training
+    seed, batch, patch = tr.seed, plan.batch_size, plan.patch
+    train_data = PatchDataset([prepare_case(plan, c) for c in cases], plan, tr.steps_per_epoch * batch, seed)
     val_data = None
     if val_cases:
         pairs = [centre_patch(*prepare_case(plan, c), patch) for c in val_cases]
         val_data = TensorDataset(torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.float32)),
                                  torch.from_numpy(np.stack([p[1] for p in pairs])))
-    config = TrainConfig(epochs=int(tr["epochs"]), batch_size=batch, lr=float(tr["lr"]),
-                         weight_decay=float(tr["weight_decay"]), optimizer="adamw", scheduler="cosine",
-                         patience=tr.get("patience"), max_steps=tr.get("max_steps"), amp=tr.get("amp", "auto"),
-                         seed=seed, progress=progress, num_workers=num_workers)
+    config = TrainConfig(epochs=tr.epochs, batch_size=batch, lr=tr.lr, weight_decay=tr.weight_decay,
+                         optimizer="adamw", scheduler="cosine", patience=tr.patience, max_steps=tr.max_steps,
+                         amp=tr.amp, seed=seed, progress=progress, num_workers=num_workers)
     torch.manual_seed(seed)
     model = build_model(plan)
-    trainer = Trainer(model, build_loss(plan["loss"]), config, score=dice_score(plan["dataset"]["n_classes"]))
+    trainer = Trainer(model, build_loss(plan.loss), config, score=dice_score(plan.n_classes))
     history = trainer.fit(train_data, val_data)
     return model.eval(), history
-
-
-def save_bundle(model: torch.nn.Module, plan: dict[str, Any], out_dir: str | Path,
-                history: History | None = None) -> Path:
-    """Write ``plan.json``, ``model.pt`` (state dict) and ``history.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    save_plan({k: v for k, v in plan.items() if not k.startswith("_")}, out / "plan.json")
-    write_atomically(out / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
-    if history is not None:
-        write_text_atomically(out / "history.json", json.dumps(asdict(history), indent=2))
-    return out
-
-
-def load_bundle(model_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model (eval mode) and plan from a folder written by :func:`save_bundle`."""
-    model_dir = Path(model_dir)
-    plan = load_plan(model_dir / "plan.json")
-    weights = model_dir / "model.pt"
-    if not weights.is_file():
-        raise UnreadableFileError(weights, "no trained weights; run `medlens segment train` first")
-    model = build_model(plan)
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise ConfigError(f"{weights}: weights do not fit the plan's network ({exc})") from exc
-    return model.eval(), plan
-
-
-# What a model reads from its plan: ensemble members must agree on all of it (training may differ).
-MEMBER_PLAN_KEYS = ("dataset", "fingerprint", "normalization", "target_spacing", "patch_size", "network")
-
-
-def load_ensemble(model_dirs: list[str | Path]) -> tuple[list[torch.nn.Module], dict[str, Any]]:
-    """The models of several bundles of one plan (cross-validation folds or training seeds) and the first
-    bundle's plan, whose ``inference`` settings apply to the ensemble.
-
-    Raises :class:`medlens.errors.ConfigError` naming the bundle whose plan differs from the first in a
-    key the network depends on (:data:`MEMBER_PLAN_KEYS`).
-    """
-    if not model_dirs:
-        raise ConfigError("ensemble: no model folders given")
-    models, plans = zip(*(load_bundle(d) for d in model_dirs))
-    for directory, other in zip(model_dirs[1:], plans[1:]):
-        differing = [k for k in MEMBER_PLAN_KEYS if other.get(k) != plans[0].get(k)]
-        if differing:
-            raise ConfigError(f"{directory}: its plan differs from {model_dirs[0]}'s in {', '.join(differing)}; "
-                              "an ensemble needs models trained from one plan")
-    return list(models), plans[0]
