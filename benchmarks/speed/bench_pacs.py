@@ -47,22 +47,22 @@ def train_bundles(folder: Path) -> tuple[Path, Path]:
     """The tests' bundles: bp_radiomics without LIDC-IDRI-0001, and the tiny nodule segmenter."""
     from medlens.config import load_config
     from medlens.deploy.train import train_bundle
+    from medlens.segment.bundle import save_segmenter
     from medlens.segment.datasets import load_folder
-    from medlens.segment.plan import make_plan
-    from medlens.segment.train import save_bundle, train_segmenter
+    from medlens.segment.rules import make_plan
+    from medlens.segment.train import train_segmenter
 
     data = Path(os.environ["MEDLENS_DATA"])
     nodules = folder / "nodules"
     train_bundle(load_config(CONFIG), nodules, "bp_radiomics", threshold="sensitivity:0.95", quiet=True,
                  exclude_groups=["LIDC-IDRI-0001"])
     cases = load_folder(data / "lidc_idri_nodule_vois", "binary", limit=40)
-    plan = make_plan(cases, data / "lidc_idri_nodule_vois")
-    plan["target_spacing"], plan["patch_size"] = [2.5, 2.0, 2.0], [16, 16, 16]
-    plan["network"].update(channels=4, depth=2)
-    plan["training"].update(epochs=2, steps_per_epoch=10)
-    plan["inference"].update(tta_flips=False, keep_component="largest", keep_count=2, overlap=0.25)
+    plan = make_plan(cases, data / "lidc_idri_nodule_vois").copy_with(**{
+        "target_spacing": [2.5, 2.0, 2.0], "patch_size": [16, 16, 16], "network.channels": 4, "network.depth": 2,
+        "training.epochs": 2, "training.steps_per_epoch": 10, "inference.tta_flips": False,
+        "inference.overlap": 0.25, "postprocessing.keep_component": "largest", "postprocessing.keep_count": 2})
     model, history = train_segmenter(plan, cases)
-    return nodules, save_bundle(model, plan, folder / "segmenter", history)
+    return nodules, save_segmenter(model, plan, folder / "segmenter", history)
 
 
 def round_trip(nodules: Path, segmenter: Path, repeats: int) -> dict:

@@ -86,17 +86,16 @@ def nodule_bundle(data_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def nodule_segmenter(data_root, tmp_path_factory) -> Path:
     """A tiny nodule segmentation bundle (see the module docstring)."""
+    from medlens.segment.bundle import save_segmenter
     from medlens.segment.datasets import load_folder
-    from medlens.segment.plan import make_plan
-    from medlens.segment.train import save_bundle, train_segmenter
+    from medlens.segment.rules import make_plan
+    from medlens.segment.train import train_segmenter
 
     root = need(data_root, "lidc_idri_nodule_vois")
     cases = load_folder(root, "binary", limit=40)
-    plan = make_plan(cases, root)
-    plan["target_spacing"] = [2.5, 2.0, 2.0]
-    plan["patch_size"] = [16, 16, 16]
-    plan["network"].update(channels=4, depth=2)
-    plan["training"].update(epochs=2, steps_per_epoch=10)
-    plan["inference"].update(tta_flips=False, keep_component="largest", keep_count=2, overlap=0.25)
+    plan = make_plan(cases, root).copy_with(**{
+        "target_spacing": [2.5, 2.0, 2.0], "patch_size": [16, 16, 16], "network.channels": 4, "network.depth": 2,
+        "training.epochs": 2, "training.steps_per_epoch": 10, "inference.tta_flips": False,
+        "inference.overlap": 0.25, "postprocessing.keep_component": "largest", "postprocessing.keep_count": 2})
     model, history = train_segmenter(plan, cases)
-    return save_bundle(model, plan, tmp_path_factory.mktemp("nodule-segmenter"), history)
+    return save_segmenter(model, plan, tmp_path_factory.mktemp("nodule-segmenter") / "bundle", history)

@@ -53,7 +53,7 @@ def test_folds_are_stratified_and_every_case_is_scored_once(montgomery, run):
     for fold in range(2):
         groups = [r["subgroup"] for r in rows if r["fold"] == str(fold)]
         assert sorted(groups) == ["normal"] * 2 + ["tuberculosis"] * 2  # stratified by the index's subgroup
-        assert (out / f"fold{fold}" / "seed0" / "model.pt").is_file()
+        assert (out / f"fold{fold}" / "seed0" / "checksums.sha256").is_file()  # a segmenter bundle
     record = json.loads((out / "cv.json").read_text())
     assert record["protocol"]["stratified_by"] == "subgroup" and record["protocol"]["grouped_by"] == "case"
     assert [f["fold"] for f in record["folds"]] == [0, 1] and all(f["steps"] == 20 for f in record["folds"])

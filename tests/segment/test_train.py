@@ -12,16 +12,18 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from realdata import need
 from medlens.commands.segment import app
+from medlens.deploy.bundle import BundleError, load_bundle
 from medlens.errors import ConfigError, UnreadableFileError
+from medlens.segment.bundle import build_model, load_ensemble, load_segmenter, save_segmenter
 from medlens.segment.datasets import load_folder
 from medlens.segment.evaluate import evaluate_cases, mean_dice
 from medlens.segment.infer import predict_files, segment_image
 from medlens.segment.io import read_image, write_mask
-from medlens.segment.bundle import build_model, load_ensemble, load_segmenter, save_segmenter
 from medlens.segment.rules import make_plan
 from medlens.segment.train import train_segmenter
+
+from realdata import need
 
 torch.set_num_threads(2)
 
@@ -72,8 +74,16 @@ def test_bundle_round_trip(msd, tmp_path):
     loaded, plan2 = load_segmenter(tmp_path / "m")
     x = test[0].image
     assert np.array_equal(segment_image(model, plan, x), segment_image(loaded, plan2, x))
-    (tmp_path / "m" / "model.pt").unlink()
-    with pytest.raises(UnreadableFileError, match="model.pt"):
+    assert load_bundle(tmp_path / "m").history.steps == history.steps  # the one loader of every bundle kind
+    # an edited plan would change the masks: the bundle's integrity record refuses it, as a missing file
+    edited = json.loads((tmp_path / "m" / "plan.json").read_text())
+    edited["postprocessing"]["keep_component"] = "largest"
+    (tmp_path / "m" / "plan.json").write_text(json.dumps(edited))
+    with pytest.raises(BundleError, match="plan.json: sha256 differs"):
+        load_segmenter(tmp_path / "m")
+    save_segmenter(model, plan, tmp_path / "m", history)
+    (tmp_path / "m" / "weights.safetensors").unlink()
+    with pytest.raises(BundleError, match="weights.safetensors: listed in the bundle's checksums.sha256 but missing"):
         load_segmenter(tmp_path / "m")
 
 

@@ -66,9 +66,10 @@ def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, P
     out), a 2D U-Net on MSD lung-tumour patches and a 3D U-Net on LIDC nodule VOIs."""
     from medlens.config import load_config
     from medlens.deploy.train import train_bundle
+    from medlens.segment.bundle import save_segmenter
     from medlens.segment.datasets import load_folder
-    from medlens.segment.plan import make_plan
-    from medlens.segment.train import save_bundle, train_segmenter
+    from medlens.segment.rules import make_plan
+    from medlens.segment.train import train_segmenter
 
     need(data_root, "lidc_idri_nodule_vois/MetadatabyNoduleMaxVoting.csv")
     msd = need(data_root, "msd_lung_tumour_patches/val_patches.npz")
@@ -85,19 +86,15 @@ def bundles(data_root, breast_npz, lidc_series, tmp_path_factory) -> dict[str, P
         train_bundle(nodules, root / "nodules-bp", "bp_radiomics", quick=True, max_samples=120, quiet=True,
                      exclude_groups=["LIDC-IDRI-0001"])
         cases = load_folder(msd)
-        plan = make_plan(cases, msd)
-        plan["network"].update(channels=8)
-        plan["training"].update(epochs=2, steps_per_epoch=10)
-        plan["inference"]["tta_flips"] = False
+        plan = make_plan(cases, msd).copy_with(**{"network.channels": 8, "training.epochs": 2,
+                                                  "training.steps_per_epoch": 10, "inference.tta_flips": False})
         model, history = train_segmenter(plan, cases)
-        save_bundle(model, plan, root / "tumour-seg", history)
+        save_segmenter(model, plan, root / "tumour-seg", history)
         vois = load_folder(data_root / "lidc_idri_nodule_vois", "binary", limit=20)
-        plan = make_plan(vois, data_root / "lidc_idri_nodule_vois")
-        plan["network"].update(channels=4)
-        plan["training"].update(epochs=1, steps_per_epoch=4)
-        plan["inference"]["tta_flips"] = False
+        plan = make_plan(vois, data_root / "lidc_idri_nodule_vois").copy_with(**{
+            "network.channels": 4, "training.epochs": 1, "training.steps_per_epoch": 4, "inference.tta_flips": False})
         model, history = train_segmenter(plan, vois)
-        save_bundle(model, plan, root / "nodule-seg", history)
+        save_segmenter(model, plan, root / "nodule-seg", history)
     finally:
         torch.set_num_threads(threads)
     return {name: root / name for name in ("breast", "breast-bp", "nodules", "nodules-bp", "tumour-seg",

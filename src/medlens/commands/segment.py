@@ -18,6 +18,7 @@ predict with ``predict run/model scan.nii.gz --ensemble run/model1 --out masks/`
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,7 +27,7 @@ import typer
 
 from medlens.commands._common import console, quiet_requested, reports_errors
 from medlens.errors import DatasetError
-from medlens.files import write_text_atomically
+from medlens.files import claim_output, resume_folder, write_text_atomically
 from medlens.segment.datasets import MASK_MODES, load_folder
 from medlens.segment.instances import DEFAULT_H, INSTANCE_DEFAULTS, score_instances
 
@@ -85,16 +86,17 @@ def plan(
     from medlens.segment.rules import add_augmentations, make_plan
     from medlens.segment.plan import save_plan
 
-    if mask_mode == "instance":
-        classes = 3
-    cases = load_folder(data, mask_mode, classes)
-    result = add_augmentations(make_plan(cases, data, mask_mode, classes, network, seed, modality), rot90, elastic)
-    save_plan(result, out)
-    if not quiet_requested(quiet):
-        shown = {k: v for k, v in result.to_dict().items() if k in ("target_spacing", "patch_size", "batch_size",
-                                                                   "network", "augmentations", "training")}
-        reasons = "\n".join(f"  {k}: {v}" for k, v in result.reasons.items())
-        console.print(f"{len(cases)} cases → {out}\n{json.dumps(shown, indent=1)}\nwhy:\n{reasons}", highlight=False)
+    with claim_output(out, kind="file", inputs=[data]):
+        if mask_mode == "instance":
+            classes = 3
+        cases = load_folder(data, mask_mode, classes)
+        result = add_augmentations(make_plan(cases, data, mask_mode, classes, network, seed, modality), rot90, elastic)
+        save_plan(result, out)
+        if not quiet_requested(quiet):
+            shown = {k: v for k, v in result.to_dict().items() if k in ("target_spacing", "patch_size", "batch_size",
+                                                                       "network", "augmentations", "training")}
+            reasons = "\n".join(f"  {k}: {v}" for k, v in result.reasons.items())
+            console.print(f"{len(cases)} cases → {out}\n{json.dumps(shown, indent=1)}\nwhy:\n{reasons}", highlight=False)
 
 
 @app.command()
@@ -102,26 +104,33 @@ def plan(
 def train(
     data: Path = typer.Argument(..., help="The dataset the plan was made from."),
     plan_path: Path = typer.Option(..., "--plan", "-p", help="plan.json from `medlens segment plan` (or `cv`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for plan.json, model.pt, history.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="The segmenter bundle to write (plan.json, weights, manifest)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Override the plan's training.epochs."),
     seed: Optional[int] = typer.Option(None, help="Override the plan's training.seed (weights and patches): "
                                                   "members of an ensemble."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an earlier training into --out that was killed, "
+                                "from its last epoch (the model equals an uninterrupted training's)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train the plan's network on all of DATA and write a model folder.
 
     Example: `medlens segment train DATA --plan run/cv/plan.json --out run/model`
     """
+    from medlens.engine.trainer import resumable
     from medlens.segment.bundle import save_segmenter
     from medlens.segment.train import train_segmenter
 
-    p, cases = _plan_and_cases(plan_path, data)
-    changes = {k: v for k, v in (("training.epochs", epochs), ("training.seed", seed)) if v is not None}
-    p = p.copy_with(**changes) if changes else p
-    model, history = train_segmenter(p, cases, progress=not quiet_requested(quiet))
-    save_segmenter(model, p, out, history)
-    if not quiet_requested(quiet):
-        console.print(f"trained {history.steps} steps in {history.seconds:.1f} s → {out}", highlight=False)
+    with claim_output(out, kind="folder", inputs=[data, plan_path]):
+        progress_folder = resume_folder(out, resume)
+        p, cases = _plan_and_cases(plan_path, data)
+        changes = {k: v for k, v in (("training.epochs", epochs), ("training.seed", seed)) if v is not None}
+        p = p.copy_with(**changes) if changes else p
+        with resumable(progress_folder):
+            model, history = train_segmenter(p, cases, progress=not quiet_requested(quiet))
+        save_segmenter(model, p, out, history)
+        shutil.rmtree(progress_folder, ignore_errors=True)
+        if not quiet_requested(quiet):
+            console.print(f"trained {history.steps} steps in {history.seconds:.1f} s → {out}", highlight=False)
 
 
 @app.command()
@@ -149,18 +158,19 @@ def cv(
     """
     from medlens.segment.cv import cross_validate
 
-    p, cases = _plan_and_cases(plan_path, data)
-    say = (lambda message: None) if quiet_requested(quiet) else (lambda m: console.print(m, highlight=False))
-    result = cross_validate(cases, p, folds, out, seeds, only_folds or None, progress=not quiet_requested(quiet),
-                            log=say)
-    if not quiet_requested(quiet):
-        s, post = result.summary, result.plan.postprocessing
-        steps = {k: v for k, v in post.steps().items() if v not in (None, 0, False, 1) or k == "keep_count" and
-                 post.keep_component == "largest"}
-        console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())
-                      + f" ({len(result.cases)} cases); post-processing {steps or 'none'} "
-                      f"(Dice {post.decision.dice_before:.4f} → {post.decision.dice_after:.4f}) → {out}",
-                      highlight=False)
+    with claim_output(out, kind="folder", inputs=[data, plan_path]):
+        p, cases = _plan_and_cases(plan_path, data)
+        say = (lambda message: None) if quiet_requested(quiet) else (lambda m: console.print(m, highlight=False))
+        result = cross_validate(cases, p, folds, out, seeds, only_folds or None, progress=not quiet_requested(quiet),
+                                log=say)
+        if not quiet_requested(quiet):
+            s, post = result.summary, result.plan.postprocessing
+            steps = {k: v for k, v in post.steps().items() if v not in (None, 0, False, 1) or k == "keep_count" and
+                     post.keep_component == "largest"}
+            console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())
+                          + f" ({len(result.cases)} cases); post-processing {steps or 'none'} "
+                          f"(Dice {post.decision.dice_before:.4f} → {post.decision.dice_after:.4f}) → {out}",
+                          highlight=False)
 
 
 @app.command()
@@ -195,10 +205,11 @@ def predict(
     from medlens.segment.bundle import load_ensemble
     from medlens.segment.infer import predict_files
 
-    models, p = load_ensemble([model_dir, *ensemble])
-    written = predict_files(models, p, inputs, out, tta)
-    if not quiet_requested(quiet):
-        console.print(f"wrote {len(written)} files to {out}", highlight=False)
+    with claim_output(out, kind="folder", inputs=[model_dir, *ensemble, *inputs]):
+        models, p = load_ensemble([model_dir, *ensemble])
+        written = predict_files(models, p, inputs, out, tta)
+        if not quiet_requested(quiet):
+            console.print(f"wrote {len(written)} files to {out}", highlight=False)
 
 
 @app.command()
@@ -233,30 +244,31 @@ def evaluate(
     """
     from medlens.segment.evaluate import evaluate_cases, evaluation_card, read_predictions, summarize_cases, write_report
 
-    instance = mask_mode == "instance"
-    classes = 3 if instance else classes
-    preds = read_predictions(predictions, "labels" if instance else mask_mode, classes)
-    cases = load_folder(data, mask_mode, classes, names=list(preds))
-    unmatched = set(preds) - {c.case_id for c in cases}
-    if unmatched:
-        raise DatasetError(f"{predictions}: predictions without a true mask in {data}: {sorted(unmatched)[:5]}")
-    per_instance = score_instances(preds, cases, options={"markers": markers, "h": h}) if instance else None
-    if instance:  # pixel metrics on the foreground (interior + boundary)
-        preds = {k: (v > 0).astype(np.int64) for k, v in preds.items()}
-        for c in cases:
-            c.mask = (c.mask > 0).astype(np.int64)
-        classes = 2
-    result = evaluate_cases(preds, cases, classes, out / "overlays" if overlays else None)
-    if per_instance:
-        for row, inst in zip(result["cases"], per_instance):
-            row.update({k: inst[k] for k in ("n_true", "n_pred", "ap", "aji")})
-        result["summary"].update(summarize_cases(result["cases"], ("ap", "aji")))
-        n_true = sum(r["n_true"] for r in per_instance)
-        result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
-    write_report(result, out)
-    write_text_atomically(out / "evaluation_card.md", evaluation_card(result, data, predictions))
-    if not quiet_requested(quiet):
-        s = result["summary"]
+    with claim_output(out, kind="folder", inputs=[predictions, data]):
+        instance = mask_mode == "instance"
+        classes = 3 if instance else classes
+        preds = read_predictions(predictions, "labels" if instance else mask_mode, classes)
+        cases = load_folder(data, mask_mode, classes, names=list(preds))
+        unmatched = set(preds) - {c.case_id for c in cases}
+        if unmatched:
+            raise DatasetError(f"{predictions}: predictions without a true mask in {data}: {sorted(unmatched)[:5]}")
+        per_instance = score_instances(preds, cases, options={"markers": markers, "h": h}) if instance else None
+        if instance:  # pixel metrics on the foreground (interior + boundary)
+            preds = {k: (v > 0).astype(np.int64) for k, v in preds.items()}
+            for c in cases:
+                c.mask = (c.mask > 0).astype(np.int64)
+            classes = 2
+        result = evaluate_cases(preds, cases, classes, out / "overlays" if overlays else None)
+        if per_instance:
+            for row, inst in zip(result["cases"], per_instance):
+                row.update({k: inst[k] for k in ("n_true", "n_pred", "ap", "aji")})
+            result["summary"].update(summarize_cases(result["cases"], ("ap", "aji")))
+            n_true = sum(r["n_true"] for r in per_instance)
+            result["summary"]["count_error"] = abs(sum(r["n_pred"] for r in per_instance) - n_true) / max(n_true, 1)
+        write_report(result, out)
+        write_text_atomically(out / "evaluation_card.md", evaluation_card(result, data, predictions))
+        if not quiet_requested(quiet):
+            s = result["summary"]
         console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())
                       + f" ({len(cases)} cases) → {out}", highlight=False)
         for name, group in result.get("subgroups", {}).items():

@@ -8,7 +8,7 @@ classifier bundles     :func:`medlens.deploy.classifier.load_classifier` (format
                        lesions classified by :func:`medlens.deploy.predict.predict_files` with a
                        :class:`medlens.deploy.predict_volume.LesionSelection` (the rows of ``medlens
                        predict``); what the model reads from ``capabilities.inputs``
-segmenter bundles      :func:`medlens.segment.train.load_bundle` (``plan.json`` + ``model.pt``); masks by
+segmenter bundles      :func:`medlens.deploy.bundle.load_bundle` (kind ``segmenter``); masks by
                        :func:`medlens.segment.infer.segment_image`
 =====================  ==============================================================================
 
@@ -104,13 +104,16 @@ class Prediction:
 
 
 def load_model(path: str | Path) -> Classifier | Segmenter:
-    """Load a segmentation bundle (``plan.json`` + ``model.pt``, from ``medlens segment train``) or a
-    classifier bundle (``medlens train``); anything else is refused by the classifier loader, which names
-    what it found."""
+    """Load a segmenter bundle (``medlens segment train``) or a classifier bundle (``medlens train``), by the
+    bundle's kind (:func:`medlens.deploy.bundle.bundle_kind`); any other kind is refused, named."""
+    from medlens.deploy.bundle import bundle_kind
+
     folder = Path(path)
-    if (folder / "plan.json").is_file():
-        return _load_segmenter(folder)
-    return _load_classifier(folder)
+    kind = bundle_kind(folder)
+    loaders = {"segmenter": _load_segmenter, "classifier": _load_classifier}
+    if kind not in loaders:
+        raise ConfigError(f"{folder}: a {kind} bundle; a PACS run takes classifier and segmenter bundles")
+    return loaders[kind](folder)
 
 
 def _load_classifier(folder: Path) -> Classifier:
@@ -131,17 +134,15 @@ def _load_classifier(folder: Path) -> Classifier:
 
 
 def _load_segmenter(folder: Path) -> Segmenter:
-    from medlens.segment.train import load_bundle
+    from medlens.segment.bundle import load_segmenter
 
-    model, plan = load_bundle(folder)
-    if int(plan["fingerprint"]["dims"]) != 3:
-        raise ConfigError(f"{folder}: a {plan['fingerprint']['dims']}D segmentation bundle; a PACS series needs "
-                          "a 3D one")
-    identity = ModelIdentity(folder.name, SEGMENTER, bundle_digest(folder), plan["network"]["name"], None)
-    modality = plan["fingerprint"].get("modality")
-    names = plan["dataset"].get("labels")
-    return Segmenter(identity, model, plan, list(names)[1:] if names else None,
-                     modality if modality not in (None, "", "OT") else None)
+    model, plan = load_segmenter(folder)
+    if plan.dims != 3:
+        raise ConfigError(f"{folder}: a {plan.dims}D segmentation bundle; a PACS series needs a 3D one")
+    identity = ModelIdentity(folder.name, SEGMENTER, bundle_digest(folder), plan.network.name,
+                             None)
+    modality = plan.fingerprint.modality
+    return Segmenter(identity, model, plan, None, modality if modality not in (None, "", "OT") else None)
 
 
 def parse_position(text: str) -> tuple[float, float, float]:

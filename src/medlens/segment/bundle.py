@@ -1,27 +1,27 @@
-"""A trained segmenter on disk: the one place that writes and reads it.
+"""A trained segmenter on disk: a ``segmenter`` bundle of the one bundle format (:mod:`medlens.deploy.bundle`),
+and the one place that writes and reads it.
 
-A segmenter folder holds ``plan.json`` (the validated plan, :mod:`medlens.segment.plan`), ``model.pt``
-(the network's ``state_dict``, read back with ``torch.load(weights_only=True)``: nothing in it is
-executed) and ``history.json`` (the trainer's history). The folder of ``medlens segment cv`` holds one
-such folder per fold and seed (``fold0/seed0``, ...) and ``cv.json``; :func:`segmenter_folders` finds
-them, so a cross-validation folder predicts as the ensemble of its fold models, as nnU-Net does.
+A segmenter bundle holds ``plan.json`` (the validated plan, :mod:`medlens.segment.plan`: an edited plan
+changes the masks, so it is covered by the bundle's integrity record like every other file),
+``weights.safetensors`` (the network's weights: nothing in it is executed), a manifest (the training history,
+the plan's dataset id) and ``checksums.sha256``. The folder of ``medlens segment cv`` holds one such bundle per
+fold and seed (``fold0/seed0``, ...) and ``cv.json``; :func:`segmenter_folders` finds them, so a
+cross-validation folder predicts as the ensemble of its fold models, as nnU-Net does.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from medlens.deploy.bundle import CHECKSUMS, WEIGHTS, BundleReader, load_bundle, register_kind, write_arrays, \
+    write_bundle, write_json
 from medlens.engine.trainer import History
 from medlens.errors import ConfigError, UnreadableFileError
-from medlens.files import write_atomically, write_text_atomically
-from medlens.segment.plan import PLAN_FILE, SegmentationPlan, load_plan, save_plan
+from medlens.segment.plan import PLAN_FILE, SegmentationPlan, load_plan
 
-WEIGHTS = "model.pt"
-HISTORY = "history.json"
 CV_RECORD = "cv.json"
 
 # What a model reads from its plan: ensemble members must agree on all of it (training may differ).
@@ -36,47 +36,59 @@ def build_model(plan: SegmentationPlan) -> torch.nn.Module:
                          plan.network.channels, plan.network.depth)
 
 
+@dataclass
+class SegmenterBundle:
+    """A loaded segmenter: the trained network (eval mode), its plan and training history."""
+
+    model: torch.nn.Module
+    plan: SegmentationPlan
+    history: History | None
+    manifest: dict
+    path: Path
+
+
 def save_segmenter(model: torch.nn.Module, plan: SegmentationPlan, out_dir: str | Path,
                    history: History | None = None) -> Path:
-    """Write ``plan.json``, ``model.pt`` (state dict) and ``history.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    save_plan(plan, out / PLAN_FILE)
-    write_atomically(out / WEIGHTS, lambda tmp: torch.save(model.state_dict(), tmp))
-    if history is not None:
-        write_text_atomically(out / HISTORY, json.dumps(asdict(history), indent=2))
-    return out
+    """Write a ``segmenter`` bundle at ``out_dir`` (replacing one there as a whole): the plan, the weights and the
+    training history."""
+    arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    manifest = {"history": None if history is None else asdict(history),
+                "plan": {"dataset_id": plan.dataset.dataset_id, "network": plan.network.name, "dims": plan.dims,
+                         "n_classes": plan.n_classes}}
+    return write_bundle(out_dir, "segmenter", manifest, {PLAN_FILE: write_json(plan.to_dict()),
+                                                          WEIGHTS: write_arrays(arrays)})
+
+
+@register_kind("segmenter")
+def read_segmenter(reader: BundleReader) -> SegmenterBundle:
+    """Rebuild a trained segmenter from a checked ``segmenter`` bundle."""
+    plan = load_plan(reader.path(PLAN_FILE))
+    model = build_model(plan)
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in reader.arrays(WEIGHTS).items()})
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"{reader.path(WEIGHTS)}: weights do not fit the plan's network ({exc})") from exc
+    history = reader.manifest.get("history")
+    return SegmenterBundle(model.eval(), plan, None if history is None else History(**history), reader.manifest,
+                           reader.folder)
 
 
 def load_history(model_dir: str | Path) -> History | None:
-    """The training history saved beside a segmenter, or ``None``."""
-    path = Path(model_dir) / HISTORY
-    return History(**json.loads(path.read_text())) if path.is_file() else None
+    """The training history recorded in a segmenter bundle, or ``None``."""
+    return load_bundle(model_dir, kind="segmenter").history
 
 
 def load_segmenter(model_dir: str | Path) -> tuple[torch.nn.Module, SegmentationPlan]:
-    """The trained model (eval mode) and plan from a folder written by :func:`save_segmenter`."""
-    model_dir = Path(model_dir)
-    plan = load_plan(model_dir / PLAN_FILE)
-    weights = model_dir / WEIGHTS
-    if not weights.is_file():
-        raise UnreadableFileError(weights, "no trained weights; run `medlens segment train` first")
-    model = build_model(plan)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle payload or a damaged file: refused, never executed
-        raise UnreadableFileError(weights, f"not a plain state dict of tensors ({exc})") from exc
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"{weights}: weights do not fit the plan's network ({exc})") from exc
-    return model.eval(), plan
+    """The trained model (eval mode) and plan of a bundle written by :func:`save_segmenter`."""
+    loaded = load_bundle(model_dir, kind="segmenter")
+    return loaded.model, loaded.plan
 
 
 def segmenter_folders(path: str | Path) -> list[Path]:
     """The segmenter folders a path names: itself, or every fold/seed model of a ``segment cv`` folder."""
     path = Path(path)
-    if (path / CV_RECORD).is_file() and not (path / WEIGHTS).is_file():
-        found = sorted(p.parent for p in path.glob(f"fold*/seed*/{WEIGHTS}"))
+    if (path / CV_RECORD).is_file() and not (path / CHECKSUMS).is_file():
+        found = sorted(p.parent for p in path.glob(f"fold*/seed*/{CHECKSUMS}"))
         if not found:
             raise UnreadableFileError(path, "a cross-validation folder without fold models")
         return found

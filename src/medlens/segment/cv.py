@@ -27,8 +27,8 @@ A cross-validation folder predicts as the ensemble of its fold models
 
 from __future__ import annotations
 
-import csv
 import json
+import shutil
 import platform
 import time
 from dataclasses import dataclass, field
@@ -38,10 +38,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from medlens.engine.trainer import History
+from medlens.deploy.bundle import CHECKSUMS, load_bundle
+from medlens.engine.trainer import History, resumable
 from medlens.errors import ConfigError
 from medlens.evaluate.splits import kfold_splits
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import write_csv_atomically, write_text_atomically
 from medlens.segment.bundle import CV_RECORD, load_history, load_segmenter, save_segmenter
 from medlens.segment.datasets import SegCase
 from medlens.segment.evaluate import case_metrics, fscore_pixel_error, summarize_cases
@@ -99,6 +100,11 @@ def fold_splits(cases: list[SegCase], folds: int) -> tuple[list[tuple[np.ndarray
                     "grouped_by": "patient" if grouped else "case", "n_groups": len(set(groups.tolist()))}
 
 
+def segmenter_folders_of_fold(folder: Path) -> list[Path]:
+    """The seed bundles of one fold folder (``seed<s>``), in order."""
+    return sorted(p.parent for p in folder.glob(f"seed*/{CHECKSUMS}"))
+
+
 def _same_plan(a: SegmentationPlan, b: SegmentationPlan) -> bool:
     strip = lambda p: {k: v for k, v in p.to_dict().items() if k != "postprocessing"}  # noqa: E731
     return strip(a) == strip(b)
@@ -107,21 +113,25 @@ def _same_plan(a: SegmentationPlan, b: SegmentationPlan) -> bool:
 def fold_members(plan: SegmentationPlan, train: list[SegCase], folder: Path | None, seeds: int,
                  progress: bool = False) -> tuple[list[torch.nn.Module], list[History]]:
     """``seeds`` models trained from ``plan`` with training seeds ``plan.training.seed + i`` on ``train``,
-    each kept in ``folder/seed<s>``; one already there with the same plan is loaded (resume)."""
+    each kept in ``folder/seed<s>``; one already there with the same plan is loaded, and a training that was
+    killed continues from its last epoch (:func:`medlens.engine.trainer.resumable`)."""
     models, histories = [], []
     for offset in range(seeds):
         seed = plan.training.seed + offset
         member = plan.copy_with(**{"training.seed": seed})
         where = None if folder is None else folder / f"seed{seed}"
-        if where is not None and (where / PLAN_FILE).is_file():
+        if where is not None and (where / CHECKSUMS).is_file():
             model, saved = load_segmenter(where)
             if not _same_plan(saved, member):
                 raise ConfigError(f"{where}: holds a model trained from another plan; give another --out folder")
             history = load_history(where)
         else:
-            model, history = train_segmenter(member, train, progress=progress)
+            progress_folder = None if where is None else where.parent / f".{where.name}.resume"
+            with resumable(progress_folder):  # a fold killed while training continues from its last epoch
+                model, history = train_segmenter(member, train, progress=progress)
             if where is not None:
                 save_segmenter(model, member, where, history)
+                shutil.rmtree(progress_folder, ignore_errors=True)
         models.append(model)
         histories.append(history)
     return models, histories
@@ -226,17 +236,11 @@ def _write(out: Path, plan: SegmentationPlan, rows: list[dict[str, Any]], record
            run: list[int]) -> None:
     save_plan(plan, out / PLAN_FILE)
     for f in run:
-        for member in sorted((out / f"fold{f}").glob(f"seed*/{PLAN_FILE}")):
-            seed = plan.copy_with(**{"training.seed": json.loads(member.read_text())["training"]["seed"]})
-            save_plan(seed, member)
-
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomically(out / METRICS_FILE, write_csv)
+        for member in segmenter_folders_of_fold(out / f"fold{f}"):
+            loaded = load_bundle(member, kind="segmenter")  # re-saved whole: its plan is in its integrity record
+            seed = plan.copy_with(**{"training.seed": loaded.plan.training.seed})
+            save_segmenter(loaded.model, seed, member, loaded.history)
+    write_csv_atomically(out / METRICS_FILE, rows)
     write_text_atomically(out / CV_RECORD, json.dumps(record, indent=2))
 
 

@@ -181,10 +181,12 @@ def load_folder(folder: str | Path, mask_mode: str = "binary", n_classes: int = 
 
 def load_npz(path: Path, limit: int | None = None) -> list[SegCase]:
     """Cases from an archive with ``images`` ``(N, C, ...)`` float and ``labels`` ``(N, 1, ...)`` {0, 1}."""
-    with np.load(path) as z:
+    from medlens.data.readers.npz import open_npz
+
+    with open_npz(path) as z:  # sizes checked from the headers, no pickle, named errors
         if "images" not in z or "labels" not in z:
             raise BadArchiveError(path, f"needs arrays 'images' and 'labels', has {sorted(z.files)}")
-        images, labels = z["images"].astype(np.float32), z["labels"]
+        images, labels = z.read("images").astype(np.float32), z.read("labels")
     if len(images) == 0:
         raise DatasetError(f"{path}: archive holds no images")
     if images.shape[2:] != labels.shape[2:] or len(images) != len(labels):

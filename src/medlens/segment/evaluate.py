@@ -19,7 +19,6 @@ Both masks empty counts as Dice = IoU = 1 and HD95 = 0. Summaries over cases are
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from skimage.segmentation import find_boundaries
 from medlens.errors import DatasetError, GeometryError
 from medlens.evaluate.metrics import dice, iou
 from medlens.evaluate.stats import summarize
-from medlens.files import write_atomically, write_text_atomically
+from medlens.files import write_atomically, write_csv_atomically, write_text_atomically
 from medlens.segment.datasets import mask_to_target
 from medlens.segment.io import case_name, is_image_file, read_image
 
@@ -202,12 +201,5 @@ def evaluation_card(result: dict[str, Any], data: str | Path, predictions: str |
 def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per case) and ``metrics.json`` (cases and summary)."""
     out = Path(out_dir)
-
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in result["cases"] for k in row)))
-            writer.writeheader()
-            writer.writerows(result["cases"])
-
-    return (write_atomically(out / "metrics.csv", write_csv),
+    return (write_csv_atomically(out / "metrics.csv", result["cases"]),
             write_text_atomically(out / "metrics.json", json.dumps(result, indent=2)))

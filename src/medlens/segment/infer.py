@@ -35,7 +35,7 @@ from monai.inferers import sliding_window_inference
 
 from medlens.errors import MissingPathError, UnreadableFileError
 from medlens.image import MedImage
-from medlens.segment.instances import INSTANCE_DEFAULTS, labels_from_prediction, measure_instances, rescale_factor
+from medlens.segment.instances import labels_from_prediction, measure_instances, rescale_factor
 from medlens.segment.io import case_name, is_image_file, mask_suffix, read_image, write_mask, write_table
 from medlens.segment.plan import SegmentationPlan
 from medlens.segment.postprocess import postprocess

@@ -18,8 +18,10 @@ import tifffile
 from PIL import Image
 
 from medlens.data.readers import read_dicom
-from medlens.errors import EmptyImageError, MissingPathError, UnreadableFileError
-from medlens.files import write_atomically
+from medlens.data.readers.nifti import open_nifti_checked
+from medlens.data.readers.pictures import open_pillow_checked, tiff_series_checked
+from medlens.errors import EmptyImageError, MedlensError, MissingPathError, UnreadableFileError
+from medlens.files import write_atomically, write_csv_atomically
 from medlens.image import MedImage
 
 PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -40,13 +42,17 @@ def is_image_file(path: Path) -> bool:
 
 
 def read_picture_array(path: Path) -> np.ndarray:
-    """A 2D picture as ``(H, W)`` or ``(H, W, C)``; alpha channels are dropped."""
+    """A 2D picture as ``(H, W)`` or ``(H, W, C)``; alpha channels are dropped. The size its header claims is
+    checked against :mod:`medlens.limits` before any pixel is decoded."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                arr = tiff_series_checked(tif, path).asarray()
         else:
-            with Image.open(path) as im:
+            with open_pillow_checked(path) as im:
                 arr = np.asarray(im)
+    except MedlensError:
+        raise
     except Exception as exc:  # PIL/tifffile raise many types for a broken file
         raise UnreadableFileError(path, f"cannot read picture ({exc})") from exc
     if arr.ndim == 3 and arr.shape[-1] in (2, 4):
@@ -60,9 +66,10 @@ def read_picture_array(path: Path) -> np.ndarray:
 
 
 def read_nifti_array(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """The NIfTI data in (z, y, x) order and the nibabel image (for its affine and header)."""
+    """The NIfTI data in (z, y, x) order and the nibabel image (for its affine and header); the size its header
+    claims is checked against :mod:`medlens.limits` before the data is decompressed."""
+    img, _ = open_nifti_checked(path)
     try:
-        img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise UnreadableFileError(path, f"cannot read NIfTI ({exc})") from exc
@@ -102,7 +109,7 @@ def write_table(columns: dict[str, np.ndarray], target: str | Path) -> Path:
     """Write equal-length columns as a CSV file (temporary name, then rename)."""
     import pandas as pd
 
-    return write_atomically(Path(target), lambda p: pd.DataFrame(columns).to_csv(p, index=False))
+    return write_csv_atomically(Path(target), pd.DataFrame(columns))
 
 
 def mask_suffix(reference: MedImage | Path) -> str:

@@ -24,8 +24,7 @@ When the bundle format changes, this module is the one to re-point.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -383,14 +382,15 @@ class ServedSegmenter:
     kind = "segmenter"
 
     def __init__(self, name: str, path: Path):
-        from medlens.segment.train import load_bundle
+        from medlens.deploy.bundle import load_bundle
 
         self.name, self.path = name, path
-        self.model, self.plan = load_bundle(path)
-        fingerprint = self.plan["fingerprint"]
-        self.dims, self.channels = int(fingerprint["dims"]), int(fingerprint["channels"])
-        self.n_classes = int(self.plan["dataset"]["n_classes"])
-        self.modality = str(fingerprint.get("modality", "OT"))
+        loaded = load_bundle(path, kind="segmenter")
+        self.model, self.plan, self.history = loaded.model, loaded.plan, loaded.history
+        fingerprint = self.plan.fingerprint
+        self.dims, self.channels = int(fingerprint.dims), int(fingerprint.channels)
+        self.n_classes = int(self.plan.dataset.n_classes)
+        self.modality = str(fingerprint.modality or "OT")
 
     def labels(self) -> list[str]:
         if self.n_classes == 2:
@@ -398,21 +398,20 @@ class ServedSegmenter:
         return ["background"] + [f"class {k}" for k in range(1, self.n_classes)]
 
     def describe(self) -> dict:
-        network = self.plan["network"]
+        network = self.plan.network
         return {
-            "name": self.name, "kind": self.kind, "title": f"{network['name']} segmentation ({self.dims}D)",
-            "model": {"family": network["name"], "id": self.path.name},
+            "name": self.name, "kind": self.kind, "title": f"{network.name} segmentation ({self.dims}D)",
+            "model": {"family": network.name, "id": self.path.name},
             "task": "segmentation", "labels": self.labels(), "threshold": None,
             "input": {"dims": self.dims, "channels": self.channels, "modality": self.modality,
                       "reads": ["PNG", "JPEG", "BMP", "TIFF", "NIfTI"] if self.dims == 2
                       else ["DICOM series (zip or files)", "NIfTI"]},
             "explain": False, "outline": True,
-            "dataset": Path(self.plan["dataset"].get("path", "")).name or None, "metrics": self._metrics(),
+            "dataset": Path(self.plan.dataset.path or "").name or None, "metrics": self._metrics(),
         }
 
     def _history(self) -> dict:
-        history = self.path / "history.json"
-        return json.loads(history.read_text(encoding="utf-8")) if history.is_file() else {}
+        return {} if self.history is None else asdict(self.history)
 
     def _metrics(self) -> dict:
         history = self._history()
@@ -423,7 +422,7 @@ class ServedSegmenter:
         """A model card from the plan and the training history (nothing that is not in them)."""
         from medlens.report.model_card import render_model_card
 
-        plan, history = self.plan, self._history()
+        plan, history = self.plan.to_dict(), self._history()
         fingerprint, network, training = plan["fingerprint"], plan["network"], plan["training"]
         card = {
             "title": f"Model card: {self.name} ({network['name']} segmentation, {self.dims}D)",
@@ -496,10 +495,12 @@ class ServedSegmenter:
                  measure: float(counts[k] * unit), "error": None} for k in range(1, self.n_classes)]
         out = {"bundle": self.name, "kind": self.kind, "file": job.upload.name, "format": job.upload.format,
                "labels": self.labels(), "threshold": None, "rows": rows}
-        if self.plan["dataset"].get("mask_mode") == "instance":
+        if self.plan.dataset.mask_mode == "instance":
             from medlens.segment.instances import labels_from_prediction
 
-            out["instances"] = int(labels_from_prediction(mask, self.plan["inference"].get("instances")).max())
+            instances = self.plan.inference.instances
+            out["instances"] = int(labels_from_prediction(mask, None if instances is None else
+                                                          instances.model_dump()).max())
         volume = mask if self.dims == 3 else mask[None]
         pixels = image.array[0] if self.dims == 3 else image.array.mean(axis=0)[None]
         z = largest_slice(volume)

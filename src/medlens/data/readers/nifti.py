@@ -58,17 +58,7 @@ def read_nifti(path: str | Path, *, non_finite: str = "error") -> MedImage:
     """
     path = existing_file(path)
     mode = check_non_finite_mode(non_finite)
-    try:
-        img = nib.load(str(path))
-        shape = tuple(int(d) for d in img.header.get_data_shape())
-        itemsize = _decoded_itemsize(img)
-    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, OSError...
-        raise UnreadableFileError(path, f"cannot read as NIfTI ({exc})") from exc
-    if len(shape) not in (2, 3, 4):
-        raise UnreadableFileError(path, f"NIfTI with {len(shape)} dimensions; expected 2, 3 or 4")
-    if 0 in shape:
-        raise EmptyImageError(path, f"NIfTI array has shape {shape}")
-    check_size(path, shape[:3][::-1], channels=shape[3] if len(shape) == 4 else 1, itemsize=itemsize)
+    img, shape = open_nifti_checked(path)
     try:
         data = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=float)
@@ -98,6 +88,23 @@ def read_nifti(path: str | Path, *, non_finite: str = "error") -> MedImage:
         "non_finite_voxels": n_bad,
     }
     return MedImage(array, tuple(zooms[::-1]), tuple(world_origin[:nspatial][::-1]), direction, meta)
+
+
+def open_nifti_checked(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """The NIfTI image (header read, data not yet) and its shape, after the shape and type the header claims
+    passed :func:`medlens.limits.check_size`; a 2D to 4D, non-empty image, else a named error."""
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(d) for d in img.header.get_data_shape())
+        itemsize = _decoded_itemsize(img)
+    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors, OSError...
+        raise UnreadableFileError(path, f"cannot read as NIfTI ({exc})") from exc
+    if len(shape) not in (2, 3, 4):
+        raise UnreadableFileError(path, f"NIfTI with {len(shape)} dimensions; expected 2, 3 or 4")
+    if 0 in shape:
+        raise EmptyImageError(path, f"NIfTI array has shape {shape}")
+    check_size(path, shape[:3][::-1], channels=shape[3] if len(shape) == 4 else 1, itemsize=itemsize)
+    return img, shape
 
 
 def _decoded_itemsize(img: nib.Nifti1Image) -> int:

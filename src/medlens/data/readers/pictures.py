@@ -92,12 +92,35 @@ def _open_pillow(path: Path) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def open_pillow_checked(path: Path) -> Image.Image:
+    """A picture opened by Pillow (header read, pixels not yet decoded) after the size its header claims passed
+    :func:`medlens.limits.check_size`."""
     im = _open_pillow(path)
-    with im:
-        width, height = im.size
-        channels = 4 if im.mode in ("P", "PA", "RGBA", "CMYK", "LA") else len(im.getbands())
+    width, height = im.size
+    channels = 4 if im.mode in ("P", "PA", "RGBA", "CMYK", "LA") else len(im.getbands())
+    try:
         check_size(path, (height, width), channels=channels, itemsize=_MODE_ITEMSIZE.get(im.mode, 1))
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def tiff_series_checked(tif: "tifffile.TiffFile", path: Path):
+    """The first image series of an open TIFF after the size its tags claim passed
+    :func:`medlens.limits.check_size`."""
+    if not tif.series:
+        raise UnreadableFileError(path, "TIFF holds no image series")
+    series = tif.series[0]
+    shape, axes = tuple(series.shape), series.axes
+    channels = math.prod(n for n, a in zip(shape, axes) if a in "SC")
+    spatial = [n for n, a in zip(shape, axes) if a not in "SC"]
+    check_size(path, spatial, channels=channels, itemsize=np.dtype(series.dtype).itemsize)
+    return series
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    with open_pillow_checked(path) as im:
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -108,13 +131,8 @@ def _read_pillow(path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise UnreadableFileError(path, "TIFF holds no image series")
-        series = tif.series[0]
-        shape, axes = tuple(series.shape), series.axes
-        channels = math.prod(n for n, a in zip(shape, axes) if a in "SC")
-        spatial = [n for n, a in zip(shape, axes) if a not in "SC"]
-        check_size(path, spatial, channels=channels, itemsize=np.dtype(series.dtype).itemsize)
+        series = tiff_series_checked(tif, path)
+        axes = series.axes
         array = series.asarray()
     channel_axis = next((axes.index(a) for a in "SC" if a in axes), None)  # S: samples per pixel
     array = array[None] if channel_axis is None else np.moveaxis(array, channel_axis, 0)
