@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every medlens reader (issue 27): shared by the seeded run in the test suite
+"""Property-based fuzzing of every medlens reader (issue 27), bundles included: shared by the seeded run in the test suite
 (``tests/data/readers/test_fuzz.py``) and the longer run of ``benchmarks/quality/fuzz_readers.py``.
 
 Each target starts from real files (MEDLENS_DATA, and the DICOM files that ship with pydicom) and lets
@@ -220,6 +220,56 @@ def _read_yaml(path: Path, root: Path) -> object:
     return load_config(path)
 
 
+@functools.lru_cache(maxsize=1)
+def _seed_bundle(root: str) -> Path:
+    """A real classifier bundle (a BP network on 60 BreastMNIST images, a few steps) to damage."""
+    import tempfile
+
+    from medlens.config import load_config
+    from medlens.data.dataset import ArrayDataset
+    from medlens.deploy.classifier import save_classifier
+    from medlens.models.pipeline import build_pipeline
+
+    with np.load(Path(root) / "medmnist/breastmnist.npz") as z:
+        data = ArrayDataset(images=z["train_images"][:60, None].astype(np.float32) / 255.0,
+                            labels=z["train_labels"][:60], meta={"labels": ["malignant", "normal, benign"]})
+    params = {"inputs": "pixels", "hidden": [4], "iterations": 5, "seed": 0}
+    model = build_pipeline("bp", params).fit(data)
+    config = load_config(Path(__file__).resolve().parents[1] / "src/medlens/configs/breastmnist_official.yaml")
+    folder = Path(tempfile.mkdtemp(prefix="medlens-fuzz-bundle-")) / "bundle"
+    return save_classifier(model, params, config, data.meta, folder, model_id="bp", image_shape=(1, 28, 28))
+
+
+def _bundle_seeds(name: str) -> Callable[[Path], list[bytes]]:
+    return lambda root: [_read(str(_seed_bundle(str(root)) / name))]
+
+
+def _read_bundle(part: str) -> Callable[[Path, Path], object]:
+    """Load a copy of the seed bundle whose ``part`` (manifest or integrity record) is the damaged bytes; for the
+    manifest, half of the inputs also get a record recomputed to match them (a careful forger's edit), so that
+    the damage reaches the manifest's reader and the model's loader."""
+
+    def read(path: Path, root: Path) -> object:
+        import hashlib
+        import shutil
+
+        from medlens.deploy.bundle import CHECKSUMS, load_bundle
+
+        folder = path.parent / "bundle"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(_seed_bundle(str(root)), folder)
+        damaged_bytes = path.read_bytes()
+        (folder / part).write_bytes(damaged_bytes)
+        if part == "manifest.json" and len(damaged_bytes) % 2 == 0:
+            lines = (folder / CHECKSUMS).read_text().splitlines()
+            names = [line.split("  ", 1)[1] for line in lines]
+            (folder / CHECKSUMS).write_text("".join(
+                f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+        return load_bundle(folder)
+
+    return read
+
+
 TARGETS = {
     "dicom": Target("dicom", _dicom_seeds, "slice.dcm", _read_dicom, hot=2048),
     "dicom_series": Target("dicom_series", lambda root: _dicom_seeds(root)[:1], "slice.dcm", _read_series, hot=2048),
@@ -230,6 +280,10 @@ TARGETS = {
     "npz": Target("npz", _npz_seeds, "archive.npz", _read_npz, hot=1024),
     "lidc_xml": Target("lidc_xml", _xml_seeds, "annotations.xml", _read_xml, hot=1 << 20),
     "yaml": Target("yaml", _yaml_seeds, "study.yaml", _read_yaml, hot=1 << 20),
+    "bundle_manifest": Target("bundle_manifest", _bundle_seeds("manifest.json"), "manifest.json",
+                              _read_bundle("manifest.json"), hot=1 << 20),
+    "bundle_record": Target("bundle_record", _bundle_seeds("checksums.sha256"), "checksums.sha256",
+                            _read_bundle("checksums.sha256"), hot=1 << 20),
 }
 
 
