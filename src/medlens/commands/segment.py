@@ -269,8 +269,9 @@ def evaluate(
         write_text_atomically(out / "evaluation_card.md", evaluation_card(result, data, predictions))
         if not quiet_requested(quiet):
             s = result["summary"]
-        console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}" for k, v in s.items())
-                      + f" ({len(cases)} cases) → {out}", highlight=False)
-        for name, group in result.get("subgroups", {}).items():
-            console.print(f"  {name}: " + " ".join(f"{k} {v['mean']:.4f}" for k, v in group.items()
-                                                   if isinstance(v, dict)) + f" ({group['n']} cases)", highlight=False)
+            console.print(" ".join(f"{k} {v['mean']:.4f}" if isinstance(v, dict) else f"{k} {v:.4f}"
+                                   for k, v in s.items()) + f" ({len(cases)} cases) → {out}", highlight=False)
+            for name, group in result.get("subgroups", {}).items():
+                console.print(f"  {name}: " + " ".join(f"{k} {v['mean']:.4f}" for k, v in group.items()
+                                                       if isinstance(v, dict)) + f" ({group['n']} cases)",
+                              highlight=False)

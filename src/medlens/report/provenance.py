@@ -43,8 +43,9 @@ def shown_path(path, keep: bool = False) -> str | None:
     from pathlib import Path
 
     path = Path(path)
-    if keep or not path.is_absolute():
+    if keep:
         return str(path)
+    path = path.absolute()
     roots = [os.environ.get("MEDLENS_DATA"), os.environ.get("MEDLENS_CACHE"), Path.home() / ".cache" / "medlens",
              Path.cwd()]
     for root in roots:
