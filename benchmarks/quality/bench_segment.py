@@ -15,8 +15,9 @@ the nuclei it runs on the 60 training images and the fold ensemble is scored on 
     python benchmarks/quality/bench_segment.py nuclei --out runs/seg-nuclei
 
 A tuned figure may stand beside the default one: ``--set FIELD=JSON`` changes a plan field (dotted path)
-before the cross-validation, ``--seeds N`` trains an ensemble of N seeds per fold; the log line then
-carries these flags (``"tuned"``) so it is never mistaken for the default.
+before the cross-validation, ``--seeds N`` trains an ensemble of N seeds per fold, ``--modality CT``
+declares the modality as ``segment plan --modality`` does; the log line then carries these flags
+(``"tuned"``) so it is never mistaken for the default.
 
     python benchmarks/quality/bench_segment.py msd --seeds 3 --out runs/seg-msd-3seeds
     python benchmarks/quality/bench_segment.py montgomery --only-folds 0 --set network.name='"atrous"'
@@ -79,6 +80,8 @@ def tuned_flags(args) -> dict:
         flags["set"] = args.set
     if args.seeds != 1:
         flags["seeds"] = args.seeds
+    if args.modality:
+        flags["modality"] = args.modality
     return flags
 
 
@@ -112,7 +115,7 @@ def plan_summary(plan) -> dict:
 
 def run_dataset(args) -> None:
     cases, held_out, root = dataset(args.cmd)
-    plan = make_plan(cases, root, SETS[args.cmd][1], SETS[args.cmd][2])
+    plan = make_plan(cases, root, SETS[args.cmd][1], SETS[args.cmd][2], modality=args.modality)
     if args.set:
         plan = plan.copy_with(**overrides(args))
     flags = tuned_flags(args)
@@ -221,6 +224,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=1, help="tuned: an ensemble of N training seeds per fold")
     ap.add_argument("--set", action="append", metavar="FIELD=JSON",
                     help="tuned: set a plan field (dotted path) to a JSON value before the cross-validation")
+    ap.add_argument("--modality", help="tuned: declare the modality, as `segment plan --modality` (CT: the "
+                                       "dataset-wide CT normalisation, for CT stored without Hounsfield units)")
     ap.add_argument("--baseline", help="montgomery-issue23: JSON lines of the run on the earlier code")
     ap.add_argument("--steps", type=int, default=20, help="speed: training steps")
     ap.add_argument("--threads", type=int, default=2)

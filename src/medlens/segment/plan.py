@@ -100,21 +100,22 @@ class Fingerprint(_Strict):
 
 
 class Normalization(_Strict):
-    """``ct_clip_zscore``: ``(clip(x, lo, hi) - mean) / std`` with the dataset's foreground statistics;
-    ``zscore_per_image``: ``(x - mean_c) / std_c`` per channel of each image."""
+    """``ct_clip_zscore`` (CT) and ``dataset_clip_zscore`` (lesion-centred crops of any modality):
+    ``(clip(x, lo, hi) - mean) / std`` with the dataset's foreground statistics; ``zscore_per_image``:
+    ``(x - mean_c) / std_c`` per channel of each image."""
 
-    scheme: Literal["ct_clip_zscore", "zscore_per_image"]
+    scheme: Literal["ct_clip_zscore", "dataset_clip_zscore", "zscore_per_image"]
     clip: list[float] | None = None
     mean: float | None = None
     std: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _ct_needs_statistics(self) -> "Normalization":
-        if self.scheme == "ct_clip_zscore":
+        if self.scheme != "zscore_per_image":
             if self.clip is None or len(self.clip) != 2 or self.clip[0] >= self.clip[1]:
-                raise ValueError("ct_clip_zscore needs clip: [low, high] with low < high")
+                raise ValueError(f"{self.scheme} needs clip: [low, high] with low < high")
             if self.mean is None or self.std is None:
-                raise ValueError("ct_clip_zscore needs mean and std")
+                raise ValueError(f"{self.scheme} needs mean and std")
         return self
 
 

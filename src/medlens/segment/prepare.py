@@ -29,11 +29,11 @@ def match_channels(array: np.ndarray, channels: int) -> np.ndarray:
 def normalize(array: np.ndarray, norm: Normalization) -> np.ndarray:
     """Apply the plan's normalisation to a ``(C, ...)`` array.
 
-    ``ct_clip_zscore``: ``(clip(x, lo, hi) - mean) / std`` with the dataset's foreground statistics.
-    ``zscore_per_image``: ``(x - mean_c) / std_c`` per channel of this image.
+    ``ct_clip_zscore``, ``dataset_clip_zscore``: ``(clip(x, lo, hi) - mean) / std`` with the dataset's
+    foreground statistics. ``zscore_per_image``: ``(x - mean_c) / std_c`` per channel of this image.
     """
     x = array.astype(np.float32)
-    if norm.scheme == "ct_clip_zscore":
+    if norm.scheme != "zscore_per_image":
         lo, hi = norm.clip
         return (np.clip(x, lo, hi) - norm.mean) / norm.std
     axes = tuple(range(1, x.ndim))

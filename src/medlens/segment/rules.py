@@ -14,6 +14,11 @@ hand is derived from the data, and ``plan.json`` says why (``reasons``).
   needed so that it holds the structure of 90 % of the cases along each axis (at least
   :data:`MIN_PATCH` a side, divisible by ``2 ** depth``; square in-plane where quarter turns are on);
   depth ``log2(min patch / 4)``, at most :data:`MAX_DEPTH`; batch ``2 · budget / patch`` in 2..16.
+* **Normalisation.** CT: clip to the foreground's 0.5/99.5 percentiles and z-score with the dataset's
+  foreground mean and std (nnU-Net's CT scheme). Lesion-centred crops (a whole structure reaching the
+  array centre in 90 % of the cases, such as CT patches stored without Hounsfield units) get the same
+  dataset-wide scheme: a z-score per crop would change with how much of the crop the lesion fills.
+  Anything else: z-score each image.
 * **Training length.** ``K · sqrt(N · c)`` patches, with N the cases, c the patches it takes to cover a
   median image (at least 1) and K = :data:`SAMPLES_PER_SQRT_CASE`: a small set is seen many times per
   case, a large one fewer times per case but more in all. At most :data:`VOXEL_SAMPLE_BUDGET` voxels
@@ -126,6 +131,20 @@ def _patch(fp: dict[str, Any], spacing: np.ndarray, square: bool) -> tuple[list[
     return patch, depth, batch, why
 
 
+def _normalization(fp: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The intensity normalisation and its reason (see the module docstring)."""
+    it, structure = fp["intensity"], fp.get("structure")
+    dataset_wide = {"clip": [it["p00_5"], it["p99_5"]], "mean": it["mean"], "std": max(it["std"], 1e-6)}
+    how = "clip to the foreground's 0.5/99.5 percentiles over the dataset, z-score with its mean and std"
+    if fp["modality"] == "CT":
+        return {"scheme": "ct_clip_zscore", **dataset_wide}, f"CT: {how}"
+    if structure and structure["kind"] == "whole" and structure["centred_share"] >= AGREEMENT:
+        return {"scheme": "dataset_clip_zscore", **dataset_wide}, (
+            f"{structure['centred_share']:.0%} of the foregrounds reach the array centre (lesion-centred crops): "
+            f"{how}, since a per-crop z-score would change with how much of the crop the lesion fills")
+    return {"scheme": "zscore_per_image"}, f"{fp['modality']}: z-score each image"
+
+
 def training_steps(n_cases: int, image_voxels: float, patch: list[int], batch: int) -> tuple[int, str]:
     """Optimiser steps from the number of cases and the patch coverage (see the module docstring)."""
     patch_voxels = float(np.prod(patch))
@@ -192,14 +211,7 @@ def make_plan(cases: list[SegCase], data: str | Path, mask_mode: str = "binary",
     patch, depth, batch, patch_why = _patch(fp, spacing, square=rot90)
     image_voxels = float(np.prod(np.array(fp["shape_median"]) * np.array(fp["spacing_median"]) / spacing))
     steps, steps_why = training_steps(fp["n_cases"], image_voxels, patch, batch)
-    if fp["modality"] == "CT":
-        it = fp["intensity"]
-        norm = {"scheme": "ct_clip_zscore", "clip": [it["p00_5"], it["p99_5"]], "mean": it["mean"],
-                "std": max(it["std"], 1e-6)}
-        norm_why = "CT: clip to the foreground's 0.5/99.5 percentiles, z-score with its mean and std"
-    else:
-        norm = {"scheme": "zscore_per_image"}
-        norm_why = f"{fp['modality']}: z-score each image"
+    norm, norm_why = _normalization(fp)
     augmentations: dict[str, Any] = {"flip_axes": list(range(dims)), "flip_prob": 0.5, "intensity_scale": 0.1,
                                      "intensity_shift": 0.1, "rot90": rot90}
     if elastic:
