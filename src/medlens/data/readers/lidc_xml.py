@@ -21,6 +21,8 @@ the masks on the whole image grid.
 from __future__ import annotations
 
 import math
+import re
+from itertools import chain, repeat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,13 @@ def _text(element: ET.Element, name: str, default: str = "") -> str:
     return child.text.strip() if child is not None and child.text else default
 
 
+_EDGE_POINT = re.compile(rb"<edgeMap>[ \t\r\n]*<xCoord>[ \t\r\n]*([0-9]+)[ \t\r\n]*</xCoord>[ \t\r\n]*"
+                         rb"<yCoord>[ \t\r\n]*([0-9]+)[ \t\r\n]*</yCoord>[ \t\r\n]*</edgeMap>")
+"""One contour point written the usual way: unprefixed tags, plain digits, whitespace only between them."""
+_TEXT_POINT = re.compile(r"([0-9]+),([0-9]+)")
+_ONLY_POINTS = re.compile(r"\s*(?:[0-9]+,[0-9]+\s+)*")
+
+
 def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
     """Parse an LIDC-IDRI annotation XML into reading sessions.
 
@@ -110,12 +119,22 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
     -------
     list of ReaderSession
         In file order; each holds its ``unblindedReadNodule`` entries (non-nodules are left out).
+
+    Notes
+    -----
+    A series' XML holds about 10^4 contour points, each an ``edgeMap`` element with an ``xCoord`` and a
+    ``yCoord`` child; building those 3·10^4 elements was most of the parsing time (11 of 14 ms for a 400 kB
+    file). Before parsing, every point written in that usual form (:data:`_EDGE_POINT`) is therefore replaced
+    in the bytes by the text ``x,y`` at the same place inside its ``roi``, where :func:`_roi` reads it back in
+    document order together with any ``edgeMap`` written otherwise (a namespace prefix, a comment, a character
+    reference, a sign), which stays an element. The parser still checks the whole document; the schema of an
+    ``roi`` allows no text of its own, so the text there is the points.
     """
     path = Path(path)
     if not path.exists():
         raise MissingPathError(path, "file")
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(_points_as_text(path.read_bytes()))
     except (ET.ParseError, LookupError, UnicodeError, ValueError) as exc:  # LookupError: unknown encoding
         raise UnreadableFileError(path, f"not well-formed XML ({type(exc).__name__}: {exc})") from exc
     if _local(root.tag) != "LidcReadMessage":
@@ -138,26 +157,69 @@ def read_lidc_xml(path: str | Path) -> list[ReaderSession]:
     return sessions
 
 
+def _points_as_text(document: bytes) -> bytes:
+    """``document`` with each usual ``edgeMap`` (:data:`_EDGE_POINT`) replaced by the text ``x,y ``.
+
+    ``re.split`` and ``join`` instead of ``re.sub`` with a template, which Python 3.11 expands in Python for
+    each of the 10^4 matches (3 of the 4 ms).
+    """
+    parts = _EDGE_POINT.split(document)  # text, x, y, text, x, y, ..., text
+    if len(parts) == 1:
+        return document
+    n = len(parts) // 3
+    return b"".join(chain.from_iterable(zip(parts[0::3], parts[1::3], repeat(b",", n), parts[2::3],
+                                            repeat(b" ", n)))) + parts[-1]
+
+
 def _roi(element: ET.Element) -> Roi:
-    xs, ys = [], []
-    for edge in element:  # one pass over each edgeMap's children (a whole series' XML has ~10^5 points)
-        if _local(edge.tag) == "edgeMap":
+    """One ``roi``: its points in document order, from the ``x,y`` text that :func:`_points_as_text` left for
+    each usual ``edgeMap`` and from the ``edgeMap`` elements written otherwise."""
+    texts = [element.text or ""]
+    unusual = False
+    for child in element:
+        unusual = unusual or _local(child.tag) == "edgeMap"
+        texts.append(child.tail or "")
+    if unusual:
+        points = _points_in_order(element)
+    else:
+        text = "".join(texts)
+        if _ONLY_POINTS.fullmatch(text):
+            points = np.array(text.replace(",", " ").split(), dtype=np.int64)
+        else:  # text of its own in an roi, which the schema does not allow: only the points are read
+            points = np.array(_TEXT_POINT.findall(text), dtype=np.int64)
+    return Roi(
+        sop_uid=_text(element, "imageSOP_UID"),
+        z=float(_text(element, "imageZposition")),
+        inclusion=_text(element, "inclusion", "TRUE").upper() == "TRUE",
+        points=points.reshape(-1, 2),
+    )
+
+
+def _points_in_order(element: ET.Element) -> np.ndarray:
+    """``(N, 2)`` points of an ``roi`` that still has ``edgeMap`` elements, in document order with its text."""
+    xs: list[str] = []
+    ys: list[str] = []
+
+    def from_text(text: str | None) -> None:
+        for x, y in _TEXT_POINT.findall(text or ""):
+            xs.append(x)
+            ys.append(y)
+
+    from_text(element.text)
+    for child in element:
+        if _local(child.tag) == "edgeMap":
             x = y = None
-            for coord in edge:
+            for coord in child:
                 name = _local(coord.tag)
                 if name == "xCoord":
                     x = coord.text
                 elif name == "yCoord":
                     y = coord.text
-            xs.append(int(x.strip()) if x else int(""))
-            ys.append(int(y.strip()) if y else int(""))
-    points = np.column_stack([np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64)]).reshape(-1, 2)
-    return Roi(
-        sop_uid=_text(element, "imageSOP_UID"),
-        z=float(_text(element, "imageZposition")),
-        inclusion=_text(element, "inclusion", "TRUE").upper() == "TRUE",
-        points=points,
-    )
+            xs.append(x.strip() if x else "")
+            ys.append(y.strip() if y else "")
+        from_text(child.tail)
+    return np.column_stack([np.array([int(x) for x in xs], dtype=np.int64),
+                            np.array([int(y) for y in ys], dtype=np.int64)]).reshape(-1, 2)
 
 
 def _slice_index(image: MedImage) -> tuple[dict[str, int], np.ndarray]:
