@@ -176,8 +176,11 @@ def _roi(element: ET.Element) -> Roi:
     each usual ``edgeMap`` and from the ``edgeMap`` elements written otherwise."""
     texts = [element.text or ""]
     unusual = False
+    first: dict[str, ET.Element] = {}  # the first child of each name, as _text reads it
     for child in element:
-        unusual = unusual or _local(child.tag) == "edgeMap"
+        name = _local(child.tag)
+        first.setdefault(name, child)
+        unusual = unusual or name == "edgeMap"
         texts.append(child.tail or "")
     if unusual:
         points = _points_in_order(element)
@@ -187,12 +190,13 @@ def _roi(element: ET.Element) -> Roi:
             points = np.array(text.replace(",", " ").split(), dtype=np.int64)
         else:  # text of its own in an roi, which the schema does not allow: only the points are read
             points = np.array(_TEXT_POINT.findall(text), dtype=np.int64)
-    return Roi(
-        sop_uid=_text(element, "imageSOP_UID"),
-        z=float(_text(element, "imageZposition")),
-        inclusion=_text(element, "inclusion", "TRUE").upper() == "TRUE",
-        points=points.reshape(-1, 2),
-    )
+
+    def text(name: str, default: str = "") -> str:
+        child = first.get(name)
+        return child.text.strip() if child is not None and child.text else default
+
+    return Roi(sop_uid=text("imageSOP_UID"), z=float(text("imageZposition")),
+               inclusion=text("inclusion", "TRUE").upper() == "TRUE", points=points.reshape(-1, 2))
 
 
 def _points_in_order(element: ET.Element) -> np.ndarray:
