@@ -16,8 +16,13 @@ Per series
    although its z lies inside the series is an error of the XML (the series is skipped); one whose z lies
    beyond the first or last slice belongs to a lesion cut by the edge of a partial series (flagged below).
 3. The rated marks (nodules ≥ 3 mm, the ones with characteristics) are grouped into lesions and given their
-   50 % consensus mask by :func:`~medlens.data.readers.lidc_xml.group_marks` (the rule of
-   :func:`~medlens.data.readers.lidc_xml.consensus_nodules`).
+   consensus mask by :func:`~medlens.data.readers.lidc_xml.group_marks`: by default the 50 % consensus (the
+   rule of :func:`~medlens.data.readers.lidc_xml.consensus_nodules`) of the readers' masks with their outline
+   pixels (this builder's masks from the start). :class:`BuildOptions` changes both: ``consensus`` (0 = the union of the readers)
+   and ``outline`` (False: only the voxels strictly inside each outline, LIDC's documented convention that
+   readers drew on the first voxels outside the nodule, and the default of pylidc's ``Annotation.boolean_mask``). ``consensus=0, outline=False`` reproduces the masks
+   of the shipped VOIs (``lidc-nodule-vois``) voxel for voxel (LIDC-IDRI-0001_R_1 and -0003_R_2, the two that
+   lie on the shared series; tests/data/test_lidc_build.py).
 4. Per lesion a volume of interest is cut at the scan's native spacing: the box of all its readers' marks
    (extended to the slices of ROIs beyond the series' edge) plus ``margin_mm`` on each side. Where the box
    leaves the scan it is **padded** (HU :data:`~medlens.data.readers.dicom.PADDING_HU`, mask 0), never shifted,
@@ -28,10 +33,13 @@ Output (``DIR``)
 ``image/<stem>.nii`` (int16 HU) and ``nodule_mask/<stem>.nii`` (uint8 consensus), ``stem =
 <PatientID>_R_<n>``: uncompressed NIfTI, which nibabel memory-maps, so a reader touches only the volumes it
 uses. ``lesions.csv``: one row per lesion with every column of :data:`TABLE_COLUMNS` (patient, lesion, series,
-centre and bounding box in world mm (DICOM LPS), diameter, each reader's nine ratings, their median, count and
+centre and bounding box in world mm (DICOM LPS), diameters, each reader's nine ratings, their median, count and
 most frequent value, flags, provenance). The ``*_value`` columns (most frequent rating, ties to the median of
-the tied values rounded up) and ``diameter_mm`` have the names of the shipped VOIs' sheet, so the study's
-``lidc_nodules`` builder reads this folder unchanged. ``build_log.tsv`` (patient, file, what was skipped and
+the tied values rounded up) and ``diameter_mm`` have the names and meaning of the shipped VOIs' sheet, so the
+study's ``lidc_nodules`` builder reads this folder unchanged: ``diameter_mm`` is the readers' mean
+volume-equivalent diameter (:func:`equivalent_diameter`, within 1 mm of the sheet's LUNA16 values on the
+shared nodules), ``max_axial_diameter_mm`` the readers' mean greatest in-plane diameter (pylidc's
+``Annotation.diameter``; about 1.4 times larger). ``build_log.tsv`` (patient, file, what was skipped and
 why) and ``build.json`` (options, counts, medlens version).
 
 Resumable
@@ -76,7 +84,7 @@ def _column(name: str) -> str:
 
 TABLE_COLUMNS = (
     ["patient_id", "nodule_id", "stem", "seriesuid", "studyuid", "coordX", "coordY", "coordZ", "diameter_mm",
-     "bboxLowX", "bboxLowY", "bboxLowZ", "bboxHighX", "bboxHighY", "bboxHighZ", "voxels", "volume_mm3",
+     "max_axial_diameter_mm", "bboxLowX", "bboxLowY", "bboxLowZ", "bboxHighX", "bboxHighY", "bboxHighZ", "voxels", "volume_mm3",
      "n_readers", "len_mal_details"]
     + [f"reader{r}_{c}" for r in range(1, MAX_READERS + 1) for c in CHARACTERISTICS]
     + [f"{_column(c)}_{kind}" for c in CHARACTERISTICS for kind in ("value", "median", "count")]
@@ -92,6 +100,10 @@ class BuildOptions:
     margin_mm: float = 10.0
     consensus: float = 0.5
     """Fraction of a lesion's readers who must mark a voxel for the mask (:func:`group_marks` ``level``)."""
+    outline: bool = True
+    """Whether a reader's outline pixels are part of its mark (this builder's masks from the start); False: only
+    the voxels inside the outline (:func:`group_marks` ``outline``; LIDC's convention and pylidc's default). With
+    ``consensus=0`` this gives the shipped VOIs' masks."""
 
 
 @dataclass
@@ -322,7 +334,7 @@ def _build_series(patient: str, folder: Path, out: Path, options: BuildOptions, 
                 raise _Skip(xml, f"reader {mark.reader + 1} nodule {mark.nodule_id!r} names SOP Instance UID "
                                  f"{roi.sop_uid} (z {roi.z} mm), absent from the series")
             beyond.setdefault(index, []).append(roi.z)
-    lesions = group_marks(marks, options.consensus)
+    lesions = group_marks(marks, options.consensus, options.outline)
     if not lesions:
         log.append([patient, str(xml), "note: no rated nodule (>= 3 mm) on this series"])
     provenance = {"source_md5": _series_md5(folder), "xml_file": xml.name, "xml_md5": _md5(xml),
@@ -397,7 +409,8 @@ def _lesion(image, lesion, outside_z: list[float], z: np.ndarray, step: float, o
     centre = _world(image, com)
     row: dict[str, Any] = {
         "coordX": centre[0], "coordY": centre[1], "coordZ": centre[2],
-        "diameter_mm": _diameter(lesion, spacing),
+        "diameter_mm": equivalent_diameter(lesion, spacing),
+        "max_axial_diameter_mm": _max_axial_diameter(lesion, spacing),
         "bboxLowX": corners[:, 0].min(), "bboxLowY": corners[:, 1].min(), "bboxLowZ": corners[:, 2].min(),
         "bboxHighX": corners[:, 0].max(), "bboxHighY": corners[:, 1].max(), "bboxHighZ": corners[:, 2].max(),
         "voxels": voxels, "volume_mm3": voxels * float(np.prod(spacing)),
@@ -414,7 +427,31 @@ def _lesion(image, lesion, outside_z: list[float], z: np.ndarray, step: float, o
     return row, hu.astype(np.int16), mask
 
 
-def _diameter(lesion, spacing: np.ndarray) -> float:
+def equivalent_diameter(lesion, spacing: np.ndarray) -> float:
+    """The lesion's diameter: the mean over its readers of the diameter of the sphere as large as what the reader
+    outlined, ``mean_r (6 V_r / π)^(1/3)`` (mm).
+
+    ``V_r`` is the volume of the voxels strictly inside reader ``r``'s outlines (:attr:`Mark.interior`: LIDC's
+    readers drew on the first voxels outside the nodule; Armato et al., Med Phys 38:915, 2011), all of the
+    reader's marks of the lesion together, on the slices of the series (a lesion cut by the series' edge is
+    measured on what lies on it, and flagged). This is the family of the shipped sheet's ``diameter_mm``, which
+    is LUNA16's (``annotations.csv``: the readers' annotations merged, "positions and diameters averaged";
+    Setio et al., Med Image Anal 42:1, 2017); LUNA16's per-reader rule is not published in a form that
+    reproduces it: on the four nodules of the shared XML this definition differs from the sheet by −0.24,
+    +0.80, +0.22 and +0.14 mm (benchmarks/results/data_build.md).
+    """
+    voxel = float(np.prod(spacing))
+    per_reader: dict[int, np.ndarray] = {}
+    for mark in lesion.marks:
+        inside = per_reader.setdefault(mark.reader, np.zeros(lesion.consensus.shape, dtype=bool))
+        at = tuple(slice(o - g, o - g + n) for o, g, n in zip(mark.origin, lesion.origin, mark.interior.shape))
+        inside[at] |= mark.interior
+    if not per_reader:
+        return math.nan
+    return float(np.mean([(6 * int(inside.sum()) * voxel / math.pi) ** (1 / 3) for inside in per_reader.values()]))
+
+
+def _max_axial_diameter(lesion, spacing: np.ndarray) -> float:
     """Mean over readers of each reader's largest in-plane extent (the longest distance between two voxels
     of one slice of the reader's mask, in mm; pylidc's ``Annotation.diameter`` measures the same on the contour)."""
     per_reader: dict[int, float] = {}
