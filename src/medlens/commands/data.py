@@ -130,7 +130,8 @@ def info(
         ("licence", entry.licence),
         ("source", entry.source),
         ("download", _download_line(entry)),
-        ("md5", entry.md5 or f"per file ({len(entry.files)} files)"),
+        ("md5", entry.md5 or (f"per file ({len(entry.files)} files)" if entry.files else
+                              f"per file, in each series' download record (`medlens data verify {entry.name}`)")),
         ("local", str(location) if location is not None else f"not present (expected <data>/{entry.local_path})"),
         ("notes", entry.notes),
         ("citation", entry.citation),
@@ -323,20 +324,36 @@ def verify(
     """Check the md5 of every file of a local dataset against the catalogue; exit 1 on any mismatch.
 
     Folder sets with a manifest.csv are checked in two steps: the manifest against the catalogue, then each
-    file it lists against the manifest. Missing and differing files are listed. Exit status: 0 all match,
-    1 mismatch or missing file, 2 dataset not found or unknown.
+    file it lists against the manifest. Missing and differing files are listed.
+
+    `lidc-idri` (the archive downloaded by `medlens data fetch lidc-idri`) has no list in the catalogue: each
+    series folder is checked against the record the download wrote beside it (every file's md5, TCIA's,
+    checked when it arrived). Series folders without a record (copied in, or from another download tool) and
+    files a record does not list are named and make the check fail; whether every series TCIA has is present
+    cannot be checked offline (`medlens data fetch lidc-idri` again fetches only what is missing).
+
+    Exit status: 0 all match, 1 mismatch, missing file or unchecked series, 2 dataset not found or unknown.
+
+    Examples:
+
+    ```
+    medlens data verify lidc-nodule-vois
+    medlens data verify lidc-idri --path raw/
+    ```
     """
     report = fetch.verify(name, path, progress=not quiet_requested(quiet))
     failures = report.failures
     if failures:
         table = Table(title=f"{report.name}: files that fail")
         for column in ("file", "expected md5", "actual md5"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for check in failures[:20]:
             table.add_row(check.path, check.expected, check.actual or "missing")
         out.print(table)
         if len(failures) > 20:
             out.print(f"... and {len(failures) - 20} more", highlight=False)
+    for note in report.notes:
+        out.print(note, highlight=False, soft_wrap=True)
     out.print(report.summary(), highlight=False)
     if not report.ok:
         raise typer.Exit(code=1)
