@@ -19,7 +19,9 @@ round, which share its load; the medians over rounds are printed at the end):
   worker processes, start-up included). Several trees compare a change with what it replaced in one run, e.g.
   ``--src src /tmp/before/src`` after ``git archive <commit> src | tar -x -C /tmp/before``.
 
-By default each copied series carries the record ``medlens data fetch lidc-idri`` writes (every file's md5,
+Each build runs as ``medlens data build`` does, keeping freed volumes' memory for the next series
+(``reuse_memory=True``, :func:`medlens.data.lidc_build.reuse_freed_memory`); ``--no-reuse-memory`` measures
+without. By default each copied series carries the record ``medlens data fetch lidc-idri`` writes (every file's md5,
 checked at download), which the build uses for its provenance column; ``--no-records`` makes the build hash
 every source file itself (about as costly as decoding it).
 
@@ -57,20 +59,22 @@ SOURCES = {"LIDC-IDRI-0001": "lidc_idri_ct", "LIDC-IDRI-0002": "lidc_idri_ct_mor
            "LIDC-IDRI-0003": "lidc_idri_ct_more"}
 
 _BUILD = """
-import json, shutil, sys, time, warnings
+import inspect, json, shutil, sys, time, warnings
 from pathlib import Path
 start = time.perf_counter()
 from medlens.data.lidc_build import build_lidc_idri, discover
 import medlens.data.readers.lidc_xml, nibabel, pandas, scipy.ndimage, skimage.draw  # what the build imports
 imports = time.perf_counter() - start
 raw, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), (None if sys.argv[3] == "0" else int(sys.argv[3]))
-prefix, count = sys.argv[4], int(sys.argv[5])
+prefix, count, reuse = sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1"
+# as `medlens data build` runs it (a tree from before the option builds as it did)
+extra = {"reuse_memory": reuse} if "reuse_memory" in inspect.signature(build_lidc_idri).parameters else {}
 patients = {p: f for p, f in discover(raw).items() if p.startswith(prefix) and int(p.split("-")[1]) <= count}
 shutil.rmtree(out, ignore_errors=True)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     start = time.perf_counter()
-    report = build_lidc_idri(raw, out, workers=workers, patients=patients)
+    report = build_lidc_idri(raw, out, workers=workers, patients=patients, **extra)
     seconds = time.perf_counter() - start
 assert report.ok, (report.failed, report.skipped[:3])
 rss = {}
@@ -102,11 +106,11 @@ def read_dicom_baseline(folders: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def run_build(src: Path, raw: Path, out: Path, workers: int | None, prefix: str, count: int) -> dict:
+def run_build(src: Path, raw: Path, out: Path, workers: int | None, prefix: str, count: int, reuse: bool) -> dict:
     """One build in a fresh process whose ``medlens`` comes from ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve()), "MEDLENS_QUIET": "1"}
-    done = subprocess.run([sys.executable, "-c", _BUILD, str(raw), str(out), str(workers or 0), prefix, str(count)],
-                          env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", _BUILD, str(raw), str(out), str(workers or 0), prefix, str(count),
+                           "1" if reuse else "0"], env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"build with {src} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -141,6 +145,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, default=None)
     parser.add_argument("--note", default="")
+    parser.add_argument("--no-reuse-memory", action="store_true",
+                        help="build without reuse_freed_memory (the CLI uses it; a library call does not by default)")
     parser.add_argument("--no-records", action="store_true",
                         help="copies without the download record: the build hashes every source file itself")
     args = parser.parse_args()
@@ -164,7 +170,8 @@ def main() -> None:
         for src in args.src:
             for name in args.runs:
                 workers = None if name == "inproc" else int(name.split("-")[1])
-                result = run_build(src, raw, args.work / f"out-{name}", workers, prefix, args.patients)
+                result = run_build(src, raw, args.work / f"out-{name}", workers, prefix, args.patients,
+                                   not args.no_reuse_memory)
                 rate = result["slices"] / result["seconds"]
                 row = {"run": name, "src": str(src), "repeat": repeat, "patients": len(patients),
                        "slices_per_series": result["slices"] / max(1, result["series"]), **result,
@@ -172,7 +179,7 @@ def main() -> None:
                        "pydicom_slices_per_s": base_rate, "ratio_to_pydicom": rate / base_rate,
                        "read_dicom_seconds": reader, "read_dicom_ratio": base / reader,
                        "overhead_per_series_s": (result["seconds"] - reader) / max(1, result["series"]),
-                       "records": not args.no_records, "cpus": os.cpu_count(), "platform": platform.platform(),
+                       "records": not args.no_records, "reuse_memory": not args.no_reuse_memory, "cpus": os.cpu_count(), "platform": platform.platform(),
                        "note": args.note, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
                 rows.append(row)
                 rss = ", ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"].values())

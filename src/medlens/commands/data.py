@@ -299,7 +299,7 @@ def build_lidc(
     with Progress(*columns, console=console, disable=quiet_requested(quiet)) as bar:
         task = bar.add_task("patients", total=len(found))
         options = BuildOptions(margin_mm=margin_mm, consensus=consensus, outline=outline is Outline.include)
-        report = build_lidc_idri(raw, out_dir, options=options, workers=workers,
+        report = build_lidc_idri(raw, out_dir, options=options, workers=workers, reuse_memory=True,
                                  scheduler=scheduler, patients=found,
                                  on_patient=lambda patient, result: bar.advance(task))
     for patient, file, problem in report.skipped:
