@@ -11,7 +11,8 @@ Measured in each of ``--repeats`` rounds, one after the other (the machine is sh
 round, which share its load; the medians over rounds are printed at the end):
 
 * ``pydicom``: ``pydicom.dcmread(f).pixel_array`` over every DICOM file, in this process: the practical limit;
-* ``read_dicom``: medlens's series reader over every series (the build's per-slice part);
+* ``read_dicom``: medlens's series reader over every series (the build's per-slice part), in a fresh process
+  set up as the build's (the first ``--src`` tree);
 * for each source tree of ``--src`` (default: this checkout's ``src``) and each run of ``--runs``, a build into
   a fresh output folder, in a fresh process (``PYTHONPATH`` = that tree), timed around ``build_lidc_idri``
   alone, after the modules the build uses are imported (about 1 s once per process, printed apart; a Dask
@@ -47,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pydicom
@@ -94,16 +94,30 @@ def pydicom_baseline(files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def read_dicom_baseline(folders: list[Path]) -> float:
-    """medlens's own series reader (headers, sort, HU) over every series: the build's per-slice part."""
-    from medlens.data.readers import read_dicom
-
+_READ = """
+import sys, time, warnings
+from pathlib import Path
+from medlens.data.readers import read_dicom
+if sys.argv[1] == "1":
+    from medlens.data.lidc_build import reuse_freed_memory
+    reuse_freed_memory()
+folders = [Path(line) for line in sys.stdin.read().splitlines()]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for folder in folders:
-            read_dicom(folder, strict_spacing=True)
-    return time.perf_counter() - start
+    for folder in folders:
+        read_dicom(folder, strict_spacing=True)
+print(time.perf_counter() - start)
+"""
+
+
+def read_dicom_baseline(src: Path, folders: list[Path], reuse: bool) -> float:
+    """medlens's own series reader (headers, sort, HU) over every series, in a fresh process set up as the
+    build's (``reuse``: :func:`~medlens.data.lidc_build.reuse_freed_memory`): the build's per-slice part."""
+    env = {**os.environ, "PYTHONPATH": str(src.resolve())}
+    done = subprocess.run([sys.executable, "-c", _READ, "1" if reuse else "0"], input="\n".join(map(str, folders)),
+                          env=env, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def run_build(src: Path, raw: Path, out: Path, workers: int | None, prefix: str, count: int, reuse: bool) -> dict:
@@ -163,7 +177,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         base = pydicom_baseline(files)
         base_rate = len(files) / base
-        reader = read_dicom_baseline(folders)
+        reader = read_dicom_baseline(args.src[0], folders, not args.no_reuse_memory)
         print(f"[{repeat}] pydicom read+decode: {len(files)} files in {base:.2f} s = {base_rate:.1f} slices/s; "
               f"read_dicom: {len(folders)} series in {reader:.2f} s = {len(files) / reader:.1f} slices/s "
               f"(ratio {base / reader:.3f})")
