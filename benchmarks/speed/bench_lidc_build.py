@@ -130,6 +130,13 @@ def run_build(src: Path, raw: Path, out: Path, workers: int | None, prefix: str,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _commit(src: Path) -> str:
+    """``git describe`` of the tree ``src`` belongs to (``-dirty`` with uncommitted changes), or '' outside git."""
+    done = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty"], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 def make_archive(args, root: Path) -> tuple[Path, str]:
     """The replicated archive (lengthened first with ``--slices``) and the prefix of its patient IDs."""
     sources = [root / folder / patient for patient, folder in SOURCES.items()]
@@ -187,7 +194,7 @@ def main() -> None:
                 result = run_build(src, raw, args.work / f"out-{name}", workers, prefix, args.patients,
                                    not args.no_reuse_memory)
                 rate = result["slices"] / result["seconds"]
-                row = {"run": name, "src": str(src), "repeat": repeat, "patients": len(patients),
+                row = {"run": name, "src": str(src), "commit": _commit(src), "repeat": repeat, "patients": len(patients),
                        "slices_per_series": result["slices"] / max(1, result["series"]), **result,
                        "series_per_s": result["series"] / result["seconds"], "slices_per_s": rate,
                        "pydicom_slices_per_s": base_rate, "ratio_to_pydicom": rate / base_rate,
