@@ -309,7 +309,7 @@ def test_a_dask_build_equals_the_sequential_one(built, tmp_path):
     raw = Path(out).parent / "raw"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = lidc_build.build_lidc_idri(raw, tmp_path / "dask", workers=2)
+        report = lidc_build.build_lidc_idri(raw, tmp_path / "dask", workers=2, reuse_memory=True)  # as the CLI
     assert report.ok and len(report.where) == 3 and all(w.startswith("tcp://") for w in report.where.values())
     assert (tmp_path / "dask" / "lesions.csv").read_bytes() == (out / "lesions.csv").read_bytes()
 
@@ -351,3 +351,17 @@ def test_reusing_freed_memory_takes_in_a_process_of_its_own():
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_local_workers_start_with_the_memory_setting_only_when_asked():
+    from medlens.engine.cluster import dask_client
+
+    def environ():
+        return os.environ.get("MALLOC_ARENA_MAX"), os.environ.get("MALLOC_MMAP_MAX_")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with lidc_build._workers_keep_memory(True), dask_client(1) as client:
+            assert list(client.run(environ).values()) == [("1", "0")]
+        with lidc_build._workers_keep_memory(False), dask_client(1) as client:
+            assert list(client.run(environ).values()) == [(None, None)]

@@ -53,6 +53,7 @@ run again ends with the same table as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -61,7 +62,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -282,17 +283,32 @@ every large block afresh: one arena (``MALLOC_ARENA_MAX=1``) from the start lets
 heap too."""
 
 
-def _workers_keep_memory(reuse_memory: bool):
+@contextlib.contextmanager
+def _workers_keep_memory(reuse_memory: bool) -> Iterator[None]:
     """Context in which a local Dask cluster starts its workers with :data:`KEEP_MEMORY_ENVIRON` (Dask's
-    ``distributed.nanny.pre-spawn-environ``), when ``reuse_memory``."""
-    import contextlib
+    ``distributed.nanny.pre-spawn-environ``), when ``reuse_memory``.
 
+    Dask's nanny copies those variables into this process's environment to spawn a worker and leaves them
+    there; they are put back as they were when the block ends, so that nothing this process starts later
+    inherits them. A value already in the environment wins (Dask's rule), so a user's own setting stays.
+    """
     if not reuse_memory:
-        return contextlib.nullcontext()
+        yield
+        return
     import dask
+    import distributed  # noqa: F401 - registers distributed's configuration, which the line below extends
 
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **KEEP_MEMORY_ENVIRON}
-    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+    before = {name: os.environ.get(name) for name in KEEP_MEMORY_ENVIRON}
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **KEEP_MEMORY_ENVIRON}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _peak_rss_mb() -> float:
