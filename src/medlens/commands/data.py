@@ -247,7 +247,8 @@ def build_lidc(
     out_dir: Path = typer.Option(..., "--out", help="Output folder (image/, nodule_mask/, lesions.csv, "
                                  "build_log.tsv); an earlier, interrupted build there is resumed."),
     workers: int = typer.Option(None, "--workers", help="Build on a local Dask cluster of N worker processes "
-                                "(threads per worker: cores / N). Default: one patient after the other here."),
+                                "of one thread each (N = cores uses them all). Default: one patient after the "
+                                "other in this process."),
     scheduler: str = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler to build on "
                                   "(also MEDLENS_DASK_SCHEDULER), e.g. tcp://10.0.0.5:8786."),
     margin_mm: float = typer.Option(10.0, "--margin-mm", help="Margin around each lesion's marks in its VOI."),
