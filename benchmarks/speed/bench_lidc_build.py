@@ -10,7 +10,9 @@ slices). The copies exist only to measure speed and memory, never for accuracy f
 Measured in each of ``--repeats`` rounds, one after the other (the machine is shared: compare the ratios of one
 round, which share its load; the medians over rounds are printed at the end):
 
-* ``pydicom``: ``pydicom.dcmread(f).pixel_array`` over every DICOM file, in this process: the practical limit;
+* ``pydicom``: ``pydicom.dcmread(f).pixel_array`` over every DICOM file, in a fresh process: the practical
+  limit, measured again just before each build (the load of a shared machine drifts) and the build's ratio
+  taken to that measure;
 * ``read_dicom``: medlens's series reader over every series (the build's per-slice part), in a fresh process
   set up as the build's (the first ``--src`` tree);
 * for each source tree of ``--src`` (default: this checkout's ``src``) and each run of ``--runs``, a build into
@@ -50,8 +52,6 @@ import sys
 import time
 from pathlib import Path
 
-import pydicom
-
 from medlens.data.lidc_build import discover
 from medlens.data.replicate import lengthen_patient, replicate_archive
 
@@ -87,11 +87,22 @@ print(json.dumps({"seconds": seconds, "imports_s": imports, "series": sum(r.seri
 """
 
 
+_PYDICOM = """
+import sys, time
+import pydicom
+files = sys.stdin.read().splitlines()
+start = time.perf_counter()
+for file in files:
+    pydicom.dcmread(file).pixel_array
+print(time.perf_counter() - start)
+"""
+
+
 def pydicom_baseline(files: list[Path]) -> float:
-    start = time.perf_counter()
-    for file in files:
-        pydicom.dcmread(file).pixel_array  # noqa: B018 - the decode is what is timed
-    return time.perf_counter() - start
+    """Seconds for ``pydicom.dcmread(f).pixel_array`` over ``files`` in a fresh process, as the builds run."""
+    done = subprocess.run([sys.executable, "-c", _PYDICOM], input="\n".join(map(str, files)), capture_output=True,
+                          text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 _READ = """
@@ -179,18 +190,20 @@ def main() -> None:
                 and int(p.split("-")[1]) <= args.patients}
     folders = [d for ds in patients.values() for d in ds]
     files = sorted(f for d in folders for f in d.iterdir() if f.suffix == ".dcm")
-    pydicom_baseline(files[: min(len(files), 200)])  # warm-up
+    for file in files:  # into the page cache
+        file.read_bytes()
     rows = []
     for repeat in range(args.repeats):
         base = pydicom_baseline(files)
-        base_rate = len(files) / base
         reader = read_dicom_baseline(args.src[0], folders, not args.no_reuse_memory)
-        print(f"[{repeat}] pydicom read+decode: {len(files)} files in {base:.2f} s = {base_rate:.1f} slices/s; "
-              f"read_dicom: {len(folders)} series in {reader:.2f} s = {len(files) / reader:.1f} slices/s "
+        print(f"[{repeat}] pydicom read+decode: {len(files)} files in {base:.2f} s = {len(files) / base:.1f} "
+              f"slices/s; read_dicom: {len(folders)} series in {reader:.2f} s = {len(files) / reader:.1f} slices/s "
               f"(ratio {base / reader:.3f})")
         for src in args.src:
             for name in args.runs:
                 workers = None if name == "inproc" else int(name.split("-")[1])
+                base = pydicom_baseline(files)  # just before the build it is compared with
+                base_rate = len(files) / base
                 result = run_build(src, raw, args.work / f"out-{name}", workers, prefix, args.patients,
                                    not args.no_reuse_memory)
                 rate = result["slices"] / result["seconds"]
@@ -205,7 +218,7 @@ def main() -> None:
                 rows.append(row)
                 rss = ", ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"].values())
                 print(f"[{repeat}] {name:7s} {src}: {row['seconds']:7.2f} s  {row['series_per_s']:6.2f} series/s  "
-                      f"{rate:7.1f} slices/s  ratio {row['ratio_to_pydicom']:.3f}  beyond read_dicom "
+                      f"{rate:7.1f} slices/s  ratio {row['ratio_to_pydicom']:.3f} (pydicom {base_rate:.0f}/s)  beyond read_dicom "
                       f"{1000 * row['overhead_per_series_s']:.1f} ms/series  peak RSS per process (MB): {rss}")
     print("medians over repeats:")
     for src in args.src:
