@@ -141,3 +141,38 @@ def test_cli_fetch_lidc_idri(nbia, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "1 series downloaded" in result.output
     assert len(list((tmp_path / "raw" / "LIDC-IDRI-0001").rglob("*.dcm"))) == 16
+
+
+def test_verify_checks_a_downloaded_archive_against_its_records(nbia, tmp_path):
+    raw = tmp_path / "raw"
+    assert tcia.fetch_lidc_idri(raw, None, base=nbia.base).ok
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "verify", "lidc-idri", "--path", str(raw), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "3 series with a download record, 42/42 files match" in result.output
+    assert "not checked: whether every series" in result.output  # what it cannot check, said
+    # a damaged file, a file the download did not bring, a series copied in without a record
+    dcm = sorted((raw / "LIDC-IDRI-0003").rglob("*.dcm"))[2]
+    dcm.write_bytes(dcm.read_bytes()[:-1] + b"\0")
+    (dcm.parent / "extra.dcm").write_bytes(b"not from TCIA")
+    copied = raw / "LIDC-IDRI-0009" / "study" / "series"
+    copied.mkdir(parents=True)
+    (copied / "1.dcm").write_bytes(b"x")
+    result = runner.invoke(app, ["data", "verify", "lidc-idri", "--path", str(raw), "--quiet"])
+    assert result.exit_code == 1
+    assert dcm.name in result.output and "41/42 files match" in result.output
+    assert "not in its series' download record" in result.output and "extra.dcm" in result.output
+    assert "no download record, not checked: LIDC-IDRI-0009/study/series/" in result.output
+    report = tcia.verify_archive(raw)
+    assert not report.ok and report.series == 3 and report.unrecorded == ["LIDC-IDRI-0009/study/series"]
+    assert [c.path.rsplit("/", 1)[1] for c in report.failures] == [dcm.name]
+
+
+def test_verify_of_a_folder_without_records_fails_and_says_why(data_root, tmp_path):
+    raw = tmp_path / "raw"
+    for patient, root in (("LIDC-IDRI-0001", "lidc_idri_ct"),):
+        (raw / patient).parent.mkdir(parents=True, exist_ok=True)
+        (raw / patient).symlink_to(need(data_root, f"{root}/{patient}"))
+    report = tcia.verify_archive(raw)
+    assert not report.ok and report.series == 0 and len(report.unrecorded) == 1
+    assert "0 series with a download record" in report.summary() and "NOT verified" in report.summary()

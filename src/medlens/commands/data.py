@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -129,7 +130,8 @@ def info(
         ("licence", entry.licence),
         ("source", entry.source),
         ("download", _download_line(entry)),
-        ("md5", entry.md5 or f"per file ({len(entry.files)} files)"),
+        ("md5", entry.md5 or (f"per file ({len(entry.files)} files)" if entry.files else
+                              f"per file, in each series' download record (`medlens data verify {entry.name}`)")),
         ("local", str(location) if location is not None else f"not present (expected <data>/{entry.local_path})"),
         ("notes", entry.notes),
         ("citation", entry.citation),
@@ -230,6 +232,13 @@ build_app = typer.Typer(help="Build a study set from a source archive.", no_args
 app.add_typer(build_app, name="build")
 
 
+class Outline(str, Enum):
+    """Whether a reader's outline pixels belong to the nodule mask."""
+
+    include = "include"
+    exclude = "exclude"
+
+
 @build_app.command("lidc-idri")
 @reports_errors
 def build_lidc(
@@ -238,22 +247,34 @@ def build_lidc(
     out_dir: Path = typer.Option(..., "--out", help="Output folder (image/, nodule_mask/, lesions.csv, "
                                  "build_log.tsv); an earlier, interrupted build there is resumed."),
     workers: int = typer.Option(None, "--workers", help="Build on a local Dask cluster of N worker processes "
-                                "(threads per worker: cores / N). Default: one patient after the other here."),
+                                "of one thread each (N = cores uses them all). Default: one patient after the "
+                                "other in this process."),
     scheduler: str = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler to build on "
                                   "(also MEDLENS_DASK_SCHEDULER), e.g. tcp://10.0.0.5:8786."),
     margin_mm: float = typer.Option(10.0, "--margin-mm", help="Margin around each lesion's marks in its VOI."),
     consensus: float = typer.Option(0.5, "--consensus", help="Fraction of a lesion's readers who must mark a voxel "
-                                    "for its mask: 0.5 is LIDC's 50 % consensus, 0 the union of the readers."),
+                                    "for its mask: 0.5 is LIDC's 50 % consensus, 0 the union of the readers "
+                                    "(the shipped VOIs' masks, with `--outline exclude`)."),
+    outline: Outline = typer.Option(Outline.include, "--outline", help="`include`: a reader's outline pixels are "
+                                    "part of its mark (this command's masks so far); `exclude`: only the voxels "
+                                    "inside the outline (LIDC's readers drew on the first voxels outside the "
+                                    "nodule; pylidc's default; the shipped VOIs' masks, with `--consensus 0`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Turn the LIDC-IDRI archive (DICOM series + reader XML) into the nodule study set.
 
     For each CT series with reader XML: the readers' ROIs are placed on their slices by SOP Instance UID, the
-    marks grouped into lesions with their 50 % consensus mask, and each lesion written as a volume of interest
+    marks grouped into lesions with their consensus mask, and each lesion written as a volume of interest
     in HU at the scan's native spacing with its mask (uncompressed NIfTI, read lazily), plus one table
-    `lesions.csv` (centre and box in world mm, diameter, every reader's ratings with median, count and most
+    `lesions.csv` (centre and box in world mm, diameters, every reader's ratings with median, count and most
     frequent value, flags, provenance). A study reads the folder with `data: {builder: lidc_nodules, name:
     lidc-nodule-vois, path: DIR}`.
+
+    Masks: by default the 50 % consensus of the readers' marks with their outline pixels.
+    **`--consensus 0 --outline exclude` reproduces the masks of the shipped VOIs (`lidc-nodule-vois`)**: the
+    union of the readers' marks, each without its outline pixels (voxel for voxel on the two shipped nodules of
+    the shared series). `diameter_mm` is the readers' mean volume-equivalent diameter (the shipped sheet's
+    measure, within 1 mm), `max_axial_diameter_mm` their mean greatest in-plane diameter.
 
     One task per patient, on Dask with `--workers`/`--scheduler`; each patient's files are written atomically
     and recorded, so the same command after a crash or `kill -9` builds only what is missing. What is not a CT
@@ -267,6 +288,7 @@ def build_lidc(
     ```
     medlens data fetch lidc-idri --patients 20 --out raw/
     medlens data build lidc-idri raw/ --out lidc_built/ --workers 2
+    medlens data build lidc-idri raw/ --out lidc_like_shipped/ --consensus 0 --outline exclude
     ```
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -277,7 +299,8 @@ def build_lidc(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=quiet_requested(quiet)) as bar:
         task = bar.add_task("patients", total=len(found))
-        report = build_lidc_idri(raw, out_dir, options=BuildOptions(margin_mm=margin_mm, consensus=consensus), workers=workers,
+        options = BuildOptions(margin_mm=margin_mm, consensus=consensus, outline=outline is Outline.include)
+        report = build_lidc_idri(raw, out_dir, options=options, workers=workers, reuse_memory=True,
                                  scheduler=scheduler, patients=found,
                                  on_patient=lambda patient, result: bar.advance(task))
     for patient, file, problem in report.skipped:
@@ -302,20 +325,36 @@ def verify(
     """Check the md5 of every file of a local dataset against the catalogue; exit 1 on any mismatch.
 
     Folder sets with a manifest.csv are checked in two steps: the manifest against the catalogue, then each
-    file it lists against the manifest. Missing and differing files are listed. Exit status: 0 all match,
-    1 mismatch or missing file, 2 dataset not found or unknown.
+    file it lists against the manifest. Missing and differing files are listed.
+
+    `lidc-idri` (the archive downloaded by `medlens data fetch lidc-idri`) has no list in the catalogue: each
+    series folder is checked against the record the download wrote beside it (every file's md5, TCIA's,
+    checked when it arrived). Series folders without a record (copied in, or from another download tool) and
+    files a record does not list are named and make the check fail; whether every series TCIA has is present
+    cannot be checked offline (`medlens data fetch lidc-idri` again fetches only what is missing).
+
+    Exit status: 0 all match, 1 mismatch, missing file or unchecked series, 2 dataset not found or unknown.
+
+    Examples:
+
+    ```
+    medlens data verify lidc-nodule-vois
+    medlens data verify lidc-idri --path raw/
+    ```
     """
     report = fetch.verify(name, path, progress=not quiet_requested(quiet))
     failures = report.failures
     if failures:
         table = Table(title=f"{report.name}: files that fail")
         for column in ("file", "expected md5", "actual md5"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for check in failures[:20]:
             table.add_row(check.path, check.expected, check.actual or "missing")
         out.print(table)
         if len(failures) > 20:
             out.print(f"... and {len(failures) - 20} more", highlight=False)
+    for note in report.notes:
+        out.print(note, highlight=False, soft_wrap=True)
     out.print(report.summary(), highlight=False)
     if not report.ok:
         raise typer.Exit(code=1)

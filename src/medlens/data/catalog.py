@@ -468,7 +468,8 @@ def _local_entries() -> list[DatasetInfo]:
             has_masks=True,
             notes=(
                 "Downloaded series by series from TCIA's NBIA REST API (no account), each file checked against "
-                "the md5 TCIA sends with it (medlens.data.tcia)."
+                "the md5 TCIA sends with it and recorded beside the series (medlens.data.tcia); `medlens data "
+                "verify lidc-idri` checks the files against those records."
             ),
             **folder,
         ),

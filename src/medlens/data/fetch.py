@@ -270,6 +270,8 @@ class VerifyReport:
     name: str
     location: Path
     checks: list[FileCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Lines to show beside the failing files: what else was found, or could not be checked."""
 
     @property
     def ok(self) -> bool:
@@ -310,7 +312,9 @@ def verify(name: str, path: str | Path | None = None, strict: bool = False, prog
 
     A single-file set checks its archive. A folder set checks its listed ``files``; one with a manifest
     checks ``manifest.csv`` against the catalogue and then every file the manifest lists against the
-    manifest's md5 (a manifest that fails its own check is not used further).
+    manifest's md5 (a manifest that fails its own check is not used further). The LIDC-IDRI archive has no
+    list in the catalogue: every series folder is checked against the record ``medlens data fetch lidc-idri``
+    wrote beside it (:func:`medlens.data.tcia.verify_archive`, which says what it cannot check).
 
     Parameters
     ----------
@@ -325,17 +329,13 @@ def verify(name: str, path: str | Path | None = None, strict: bool = False, prog
     """
     info = get(name)
     location = resolve(name, path, download=False)
-    report = VerifyReport(info.name, location)
-    if info.layout == "file":
-        report.checks.append(FileCheck(location.name, info.md5 or "", md5sum(location)))
+    if info.name == "lidc-idri":  # no file list of its own: each series' download record says what to expect
+        from medlens.data.tcia import verify_archive
+
+        report = verify_archive(location, progress=progress)
     else:
-        report.checks.extend(_check(location, rel, md5) for rel, md5 in info.files)
-        if info.manifest is not None and report.ok:
-            rows = _manifest_rows(location / info.manifest)
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=_console, disable=not progress) as bar:
-                for rel, md5 in bar.track(rows, description=f"verifying {info.name}"):
-                    report.checks.append(_check(location, rel, md5))
+        report = VerifyReport(info.name, location)
+        _check_listed(info, location, report, progress)
     if strict and not report.ok:
         bad = "; ".join(
             f"{c.path}: {'missing' if c.actual is None else f'md5 {c.actual}, expected {c.expected}'}"
@@ -344,6 +344,20 @@ def verify(name: str, path: str | Path | None = None, strict: bool = False, prog
         more = f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else ""
         raise ChecksumError(f"{info.name} at {location}: {bad}{more}")
     return report
+
+
+def _check_listed(info: DatasetInfo, location: Path, report: VerifyReport, progress: bool) -> None:
+    """Add to ``report`` the catalogue's files of the set and, for a folder with a manifest, those it lists."""
+    if info.layout == "file":
+        report.checks.append(FileCheck(location.name, info.md5 or "", md5sum(location)))
+        return
+    report.checks.extend(_check(location, rel, md5) for rel, md5 in info.files)
+    if info.manifest is not None and report.ok:
+        rows = _manifest_rows(location / info.manifest)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=_console, disable=not progress) as bar:
+            for rel, md5 in bar.track(rows, description=f"verifying {info.name}"):
+                report.checks.append(_check(location, rel, md5))
 
 
 def ensure_dataset(name: str, path: str | Path | None = None, *, progress: bool = True,

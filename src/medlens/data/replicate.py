@@ -6,6 +6,12 @@ another patient: ``PatientID`` and ``PatientName`` become the new ID, and ``Stud
 ``FrameOfReferenceUID`` are replaced by UIDs derived from the old UID and the new ID
 (:func:`pydicom.uid.generate_uid` with them as entropy, so a copy is reproducible). The reader XML gets the same
 replacements. Copies carry no new information: **never use them for accuracy figures**.
+
+:func:`lengthen_patient` makes a partial series as long as a real one (the shared series have 11–16 slices, the
+archive's about 240), by stacking copies of its slices at the positions of the missing ones; the slices the
+reader XML names get the SOP Instance UIDs it names, so every contour of the XML lies on the long series, as in
+the archive. The anatomy of such a series is wrong (each added slice repeats its nearest real one): it exists
+only to measure how the build's cost grows with the series' length.
 """
 
 from __future__ import annotations
@@ -75,6 +81,61 @@ def _write_record(folder: Path, patient_id: str) -> None:
         files[file.name] = hashlib.md5(file.read_bytes()).hexdigest()
     (folder / RECORD).write_text(json.dumps({"patient_id": patient_id, "source": "replicate", "files": files},
                                             indent=1), encoding="utf-8")
+
+
+def lengthen_patient(patient_dir: str | Path, out: str | Path, n_slices: int) -> Path:
+    """Copy one patient folder of the download tree with each series lengthened to ``n_slices`` slices.
+
+    Each series' slices stay as they are; slices are added on the series' own grid (its first position and
+    median gap) so that the series covers every ``imageZposition`` of its reader XML, then equally below and
+    above it up to ``n_slices`` (more when the XML needs more). An added slice is a copy of the nearest real
+    one with a new ``ImagePositionPatient``, ``SliceLocation`` and ``InstanceNumber``, and as
+    ``SOPInstanceUID`` the one the XML gives for that position (else a UID derived from the series' UID and the
+    position). Patient, study and series UIDs are kept: replicate the result for distinct patients.
+    Returns the new patient folder (``out/<patient folder name>``).
+    """
+    import numpy as np
+
+    from medlens.data.readers.lidc_xml import read_lidc_xml
+
+    patient_dir, out = Path(patient_dir), Path(out)
+    target_root = out / patient_dir.name
+    for series in sorted(p for p in patient_dir.glob("*/*") if p.is_dir()):
+        files = sorted(p for p in series.iterdir() if p.is_file() and not p.name.startswith("."))
+        xmls = [f for f in files if f.suffix.lower() == ".xml"]
+        slices = sorted(((float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]), f)
+                         for f in files if f.suffix.lower() != ".xml"))
+        z = np.array([zz for zz, _ in slices])
+        step = float(np.median(np.diff(z)))
+        named = {round(r.z, 3): r.sop_uid for x in xmls for s in read_lidc_xml(x) for n in s.nodules for r in n.rois}
+        wanted = [*z, *named]
+        low = int(np.floor((min(wanted) - z[0]) / step + 1e-6))
+        high = int(np.ceil((max(wanted) - z[0]) / step - 1e-6))
+        extra = max(0, n_slices - (high - low + 1))
+        low, high = low - extra // 2, high + extra - extra // 2
+        folder = target_root / series.parent.name / series.name
+        folder.mkdir(parents=True, exist_ok=True)
+        series_uid = None
+        for number, k in enumerate(range(low, high + 1), start=1):
+            position = z[0] + k * step
+            near = int(np.argmin(np.abs(z - position)))
+            if abs(z[near] - position) < 1e-3:
+                shutil.copy2(slices[near][1], folder / slices[near][1].name)
+                continue
+            dataset = pydicom.dcmread(slices[near][1])
+            series_uid = series_uid or str(dataset.SeriesInstanceUID)
+            dataset.ImagePositionPatient = [*dataset.ImagePositionPatient[:2], f"{position:.6f}"]
+            if "SliceLocation" in dataset:
+                dataset.SliceLocation = f"{position:.6f}"
+            dataset.InstanceNumber = number
+            dataset.SOPInstanceUID = named.get(round(position, 3)) or generate_uid(
+                entropy_srcs=[series_uid, f"{position:.6f}"])
+            if getattr(dataset, "file_meta", None) is not None:
+                dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+            dataset.save_as(folder / f"{position:.6f}.dcm", enforce_file_format=True)
+        for xml in xmls:
+            shutil.copy2(xml, folder / xml.name)
+    return target_root
 
 
 def replicate_archive(patient_dirs: list[Path], out: str | Path, n_patients: int, prefix: str = "REPL",

@@ -33,6 +33,12 @@ Layout written (the tree of TCIA's download tool, which ``medlens data build lid
 A series is written to a hidden folder under ``OUT/.partial`` and moved into place only when every file matches
 its md5, so a series folder without its record is never complete. Series already in place and verified are
 skipped; a half-received zip resumes from its last byte; series are fetched in parallel.
+
+Checking a downloaded archive later (``medlens data verify lidc-idri``, :func:`verify_archive`): every series
+folder's files against the md5s of its record, which are TCIA's, checked when the file arrived. What that cannot
+tell is said in the report: series folders without a record (copied in, or from another download tool) are not
+checked, and whether the archive holds every series TCIA has needs TCIA's listing (``medlens data fetch
+lidc-idri`` again, which fetches only what is missing).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from medlens.data.fetch import FileCheck, VerifyReport
 from medlens.errors import ChecksumError, DownloadError
 
 NBIA_BASE = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4"
@@ -275,3 +282,103 @@ def fetch_lidc_idri(out: str | Path, patients: Sequence[str] | int | None = None
             if on_series is not None:
                 on_series(s, state)
     return report
+
+
+@dataclass
+class ArchiveReport(VerifyReport):
+    """:func:`verify_archive`'s result: the files of the recorded series against their record, and what was not
+    checked."""
+
+    series: int = 0
+    """Series folders with a download record, whose files were checked."""
+    unrecorded: list[str] = field(default_factory=list)
+    """Series folders (relative paths) without a readable record: their files could not be checked."""
+    unlisted: list[str] = field(default_factory=list)
+    """Files in a recorded series folder that its record does not list (not from the download)."""
+    unfinished: int = 0
+    """Downloads left in ``.partial`` by an interrupted fetch (not part of the archive yet)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.series > 0 and all(c.ok for c in self.checks) and not self.unrecorded and not self.unlisted
+
+    def summary(self) -> str:
+        good = len(self.checks) - len(self.failures)
+        state = "ok" if self.ok else "NOT verified"
+        parts = [f"{self.name} at {self.location}: {self.series} series with a download record, {good}/"
+                 f"{len(self.checks)} files match the md5 recorded at download (TCIA's)"]
+        if self.failures:
+            parts.append(f"{len(self.failures)} bad ({len(self.missing)} missing)")
+        if self.unrecorded:
+            parts.append(f"{len(self.unrecorded)} series folder(s) without a record, not checked")
+        if self.unlisted:
+            parts.append(f"{len(self.unlisted)} file(s) not in their series' record")
+        if self.unfinished:
+            parts.append(f"{self.unfinished} unfinished download(s) in .partial (run `medlens data fetch "
+                         "lidc-idri` again)")
+        parts.append("not checked: whether every series of TCIA's listing is here (needs the network: `medlens data "
+                     f"fetch lidc-idri` fetches only what is missing); {state}")
+        return "; ".join(parts)
+
+
+def verify_archive(root: str | Path, progress: bool = False) -> ArchiveReport:
+    """Check a downloaded LIDC-IDRI folder against the download records (:data:`RECORD`) of its series.
+
+    Every folder under ``root`` (hidden ones such as ``.partial`` aside) that holds files or a record is a
+    series folder. With a record, each file it lists is hashed and compared with the md5 recorded at download
+    (each checked then against TCIA's ``md5hashes.csv``); a listed file that is gone is missing, a file the
+    record does not list is reported. Without a readable record the folder cannot be checked and is reported.
+
+    Returns
+    -------
+    ArchiveReport
+        ``ok`` when at least one series was checked, every file matched, and no folder lacked a record or
+        held a file outside it.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medlens.data.fetch import _console
+
+    root = Path(root)
+    report = ArchiveReport("lidc-idri", root)
+    expected: list[tuple[Path, str, str]] = []  # (folder, file name, md5)
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(folder)
+        visible = sorted(f for f in files if not f.startswith("."))
+        if not visible and RECORD not in files:
+            continue
+        rel = here.relative_to(root).as_posix()
+        listed = _recorded_files(here)
+        if listed is None:
+            report.unrecorded.append(rel)
+            continue
+        report.series += 1
+        expected.extend((here, name, str(md5)) for name, md5 in sorted(listed.items()))
+        report.unlisted.extend(f"{rel}/{name}" for name in visible if name not in listed)
+    partial = root / ".partial"
+    if partial.is_dir():  # <uid>.zip.part and the <uid> folder it is unpacked into
+        report.unfinished = len({p.name.removesuffix(".zip.part") for p in partial.iterdir()})
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_console, disable=not progress) as bar:
+        for folder, name, md5 in bar.track(expected, description="verifying lidc-idri"):
+            file = folder / name
+            report.checks.append(FileCheck(f"{folder.relative_to(root).as_posix()}/{name}", md5,
+                                           _md5(file) if file.is_file() else None))
+    for what, items in (("no download record, not checked", [f"{r}/" for r in report.unrecorded]),
+                        ("not in its series' download record", report.unlisted)):
+        report.notes.extend(f"{what}: {item}" for item in items[:20])
+        if len(items) > 20:
+            report.notes.append(f"{what}: ... and {len(items) - 20} more")
+    return report
+
+
+def _recorded_files(folder: Path) -> dict[str, str] | None:
+    """``{file name: md5}`` of the folder's download record, None when there is none or it cannot be read."""
+    try:
+        listed = json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+        return None
+    return listed

@@ -164,3 +164,36 @@ def test_masks_need_a_dicom_series(lidc_series_dir, data_root):
     voi = read_nifti(need(data_root, "lidc_idri_nodule_vois/image/LIDC-IDRI-0001_R_1.nii.gz"))
     with pytest.raises(GeometryError, match="sop_uids"):
         lidc_reader_masks(lidc_series_dir / "69.xml", voi)
+
+
+def _same_sessions(a, b) -> None:
+    assert [(s.index, s.radiologist_id, len(s.nodules)) for s in a] == [(s.index, s.radiologist_id, len(s.nodules))
+                                                                        for s in b]
+    for n, m in zip((n for s in a for n in s.nodules), (n for s in b for n in s.nodules)):
+        assert (n.nodule_id, n.characteristics, len(n.rois)) == (m.nodule_id, m.characteristics, len(m.rois))
+        for r, q in zip(n.rois, m.rois):
+            assert (r.sop_uid, r.z, r.inclusion) == (q.sop_uid, q.z, q.inclusion)
+            assert r.points.dtype == q.points.dtype and np.array_equal(r.points, q.points)
+
+
+def test_contour_points_written_otherwise_are_read_in_their_place(data_root, tmp_path):
+    """Points in the usual form are read as text (the fast path), others as elements; the order of a contour's
+    points is the document's whatever the mix, and text an roi should not have is not taken for points."""
+    source = need(data_root, f"{LIDC_0003}/72.xml")
+    original = read_lidc_xml(source)
+    text = source.read_text()
+    pieces = text.split("<edgeMap>")
+    # every third point with a comment in it (not the usual form: parsed as an element), the others untouched
+    mixed = pieces[0] + "".join(("<edgeMap>" + p.replace("<xCoord>", "<xCoord><!-- c -->", 1)) if i % 3 == 0
+                                else "<edgeMap>" + p for i, p in enumerate(pieces[1:]))
+    (tmp_path / "mixed.xml").write_text(mixed)
+    _same_sessions(original, read_lidc_xml(tmp_path / "mixed.xml"))
+    # every point as a prefixed element of the same namespace
+    prefixed = text.replace('xmlns="http://www.nih.gov"', 'xmlns="http://www.nih.gov" xmlns:n="http://www.nih.gov"')
+    prefixed = prefixed.replace("<edgeMap>", "<n:edgeMap>").replace("</edgeMap>", "</n:edgeMap>")
+    (tmp_path / "prefixed.xml").write_text(prefixed)
+    _same_sessions(original, read_lidc_xml(tmp_path / "prefixed.xml"))
+    # stray words in an roi are not points
+    stray = text.replace("<inclusion>TRUE</inclusion>", "<inclusion>TRUE</inclusion> note ", 1)
+    (tmp_path / "stray.xml").write_text(stray)
+    _same_sessions(original, read_lidc_xml(tmp_path / "stray.xml"))
