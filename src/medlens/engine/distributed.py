@@ -8,6 +8,7 @@ reads them and joins the process group (gloo on CPU, nccl on CUDA); a single pro
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -75,7 +76,15 @@ def init_distributed(backend: str | None = None) -> bool:
         if cuda:
             torch.cuda.set_device(local_rank())
         dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
+        atexit.register(_leave_process_group)
     return True
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group before the interpreter tears down: gloo's threads left running at exit
+    can abort the process ("terminate called without an active exception") after its work is done."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
