@@ -196,6 +196,7 @@ def run_folds_on_dask(config: StudyConfig, models: list[ModelConfig], folds: lis
     task. A task that fails is retried once; if it fails again the study stops with every failure named.
     """
     from medlens.engine.cluster import dask_client, run_tasks
+    from medlens.engine.memory import KEEP_FREED_ENVIRON
 
     config_json = json.dumps(config.model_dump(mode="json"))
     tasks = [(f"{m.key}/seed{offset}/fold{fold.index}", (config_json, quick, k, m.key, offset, fold.index,
@@ -203,7 +204,7 @@ def run_folds_on_dask(config: StudyConfig, models: list[ModelConfig], folds: lis
              for m in models for offset in range(m.seeds) for fold in folds
              if store.load(m.key, offset, fold) is None]
     advancers = {m.key: advance_for(m.key) for m in models}
-    with dask_client(workers, scheduler) as client:
+    with dask_client(workers, scheduler, environ=KEEP_FREED_ENVIRON) as client:
         info = client.scheduler_info()
         outcome = run_tasks(client, run_fold_task, tasks,
                             on_done=lambda key, seconds: advancers[key.split("/")[0]]())

@@ -361,7 +361,7 @@ def test_local_workers_start_with_the_memory_setting_only_when_asked():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with lidc_build._workers_keep_memory(True), dask_client(1) as client:
+        with dask_client(1, environ=lidc_build.KEEP_MEMORY_ENVIRON) as client:
             assert list(client.run(environ).values()) == [("1", "0")]
-        with lidc_build._workers_keep_memory(False), dask_client(1) as client:
+        with dask_client(1) as client:
             assert list(client.run(environ).values()) == [(None, None)]

@@ -32,6 +32,29 @@ def test_local_workers_get_their_share_of_threads():
         assert client.submit(_environment, pure=False).result() == ("1", 1)
 
 
+def _allocator_settings() -> tuple[bool, dict[str, str | None]]:
+    from medlens.engine.memory import KEEP_FREED_ENVIRON, keep_freed_memory
+
+    return keep_freed_memory(), {name: os.environ.get(name) for name in KEEP_FREED_ENVIRON}
+
+
+def test_training_workers_start_with_the_trainers_allocator_settings_and_leave_ours_alone():
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which the Trainer must take for a user's choice of
+    allocator settings; a study's local cluster starts its workers with the Trainer's own settings instead, and
+    the variables the nanny copies into this process's environment are put back afterwards."""
+    from medlens.engine.memory import KEEP_FREED_ENVIRON
+
+    watched = [*KEEP_FREED_ENVIRON, "OMP_NUM_THREADS"]
+    before = {name: os.environ.get(name) for name in watched}
+    with cluster.dask_client(1, threads=1) as client:  # Dask's own environment: the Trainer leaves glibc alone
+        applied, _ = client.submit(_allocator_settings, pure=False).result()
+        assert applied is False
+    with cluster.dask_client(1, threads=1, environ=KEEP_FREED_ENVIRON) as client:
+        applied, environ = client.submit(_allocator_settings, pure=False).result()
+        assert environ == KEEP_FREED_ENVIRON and applied is False  # set at start-up by glibc itself instead
+    assert {name: os.environ.get(name) for name in watched} == before
+
+
 def _count_and_maybe_die(folder: str, name: str) -> str:
     """Record one call; the task named ``victim`` kills its worker process the first time it runs."""
     marker = Path(folder) / f"{name}.{len(list(Path(folder).glob(f'{name}.*')))}"

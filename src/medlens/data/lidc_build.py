@@ -53,7 +53,6 @@ run again ends with the same table as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -62,7 +61,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -281,34 +280,6 @@ KEEP_MEMORY_ENVIRON = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC
 worker builds in a thread of its own, whose allocations glibc serves from a per-thread arena that still maps
 every large block afresh: one arena (``MALLOC_ARENA_MAX=1``) from the start lets the worker's threads reuse the
 heap too."""
-
-
-@contextlib.contextmanager
-def _workers_keep_memory(reuse_memory: bool) -> Iterator[None]:
-    """Context in which a local Dask cluster starts its workers with :data:`KEEP_MEMORY_ENVIRON` (Dask's
-    ``distributed.nanny.pre-spawn-environ``), when ``reuse_memory``.
-
-    Dask's nanny copies those variables into this process's environment to spawn a worker and leaves them
-    there; they are put back as they were when the block ends, so that nothing this process starts later
-    inherits them. A value already in the environment wins (Dask's rule), so a user's own setting stays.
-    """
-    if not reuse_memory:
-        yield
-        return
-    import dask
-    import distributed  # noqa: F401 - registers distributed's configuration, which the line below extends
-
-    before = {name: os.environ.get(name) for name in KEEP_MEMORY_ENVIRON}
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **KEEP_MEMORY_ENVIRON}
-    try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _peak_rss_mb() -> float:
@@ -677,7 +648,8 @@ def build_lidc_idri(raw: str | Path, out: str | Path, *, options: BuildOptions =
             except Exception as exc:  # noqa: BLE001 - one patient's failure must not stop the others
                 failed(key, exc)
     else:
-        with _workers_keep_memory(reuse_memory), dask_client(workers, scheduler, threads=1) as client:
+        with dask_client(workers, scheduler, threads=1, environ=KEEP_MEMORY_ENVIRON if reuse_memory else None
+                         ) as client:
             outcome = run_tasks(client, build_patient, items, retries=1, on_done=done, on_error=failed)
             report.where = outcome.where
     report.seconds = time.perf_counter() - start

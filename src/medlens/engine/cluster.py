@@ -54,7 +54,7 @@ def scheduler_address(scheduler: str | None = None) -> str | None:
 
 @contextlib.contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None, *, threads: int | None = None,
-                memory_limit: str | None = "auto") -> Iterator[Any]:
+                memory_limit: str | None = "auto", environ: dict[str, str] | None = None) -> Iterator[Any]:
     """A Dask client on a running scheduler or on a local cluster closed when the block ends.
 
     Parameters
@@ -67,6 +67,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, *, thr
         Threads per local worker (default :func:`threads_per_worker`).
     memory_limit : str, optional
         Per-worker memory limit of the local cluster (Dask's ``"auto"`` shares the machine's memory).
+    environ : dict, optional
+        More environment variables for the local workers, set before they start (e.g. glibc's ``MALLOC_*``
+        settings, read only at a process's start). Dask's nanny copies the pre-spawn variables into this
+        process's environment to spawn a worker and leaves them there; they are put back as they were when
+        the block ends, so nothing this process starts later inherits them.
     """
     import dask
     from distributed import Client, LocalCluster
@@ -78,12 +83,20 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, *, thr
         return
     n = workers or usable_cores()
     per = threads or threads_per_worker(n)
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environ.update({name: str(per) for name in _THREAD_VARIABLES})
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        with LocalCluster(n_workers=n, threads_per_worker=per, processes=True, memory_limit=memory_limit,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
-            yield client
+    spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **(environ or {}),
+             **{name: str(per) for name in _THREAD_VARIABLES}}
+    before = {name: os.environ.get(name) for name in spawn}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
+            with LocalCluster(n_workers=n, threads_per_worker=per, processes=True, memory_limit=memory_limit,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                yield client
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass

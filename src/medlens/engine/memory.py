@@ -34,6 +34,16 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 #: grow the heap 512 MiB at a time, and serve no block by mmap.
 SETTINGS = {M_TRIM_THRESHOLD: 2**31 - 1, M_TOP_PAD: 512 << 20, M_MMAP_MAX: 0}
 
+#: The same settings as glibc's environment variables, for worker processes about to start (glibc reads them
+#: at start-up). A Dask nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_`` = 64 KiB (its default
+#: ``distributed.nanny.pre-spawn-environ``), which :func:`keep_freed_memory` must take for a user's choice,
+#: so the Trainer in a Dask worker would train under glibc's default behaviour; a local cluster that trains
+#: starts its workers with these instead (``medlens study --workers``). A worker runs its tasks in threads of
+#: its own, which glibc serves from per-thread arenas whose heaps (64 MiB at most) still map and unmap large
+#: blocks; one arena (``MALLOC_ARENA_MAX=1``) puts every thread on the main heap these settings govern.
+KEEP_FREED_ENVIRON = {"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(SETTINGS[M_TRIM_THRESHOLD]),
+                      "MALLOC_TOP_PAD_": str(SETTINGS[M_TOP_PAD]), "MALLOC_MMAP_MAX_": str(SETTINGS[M_MMAP_MAX])}
+
 _applied: bool | None = None
 
 
