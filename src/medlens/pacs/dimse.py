@@ -82,8 +82,10 @@ class DimsePacs:
                 reason = f"{answer.result_str}: {answer.reason_str}" if answer is not None else "no reason given"
                 raise PacsError(f"{self.address}: association rejected while {what} ({reason}); check the called "
                                 f"AE title and that the PACS accepts the calling AE title {self.aet}")
+            # a server that refuses the caller can drop the connection before its answer is read (seen under load)
             raise PacsError(f"{self.address}: cannot reach the server while {what} (no association: connection "
-                            "refused, timed out or aborted); check the host, the port and that the server runs")
+                            "refused, timed out or aborted); check the host, the port, that the server runs and that "
+                            f"it accepts the calling AE title {self.aet}")
         try:
             yield assoc
         finally:
