@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from typer.testing import CliRunner
 
 from medlens.cli import app
-from medlens.commands.serve import _is_loopback
 from realdata import REPO
 
 
@@ -67,9 +65,3 @@ def test_command_refuses_a_short_token_and_a_folder_that_is_no_bundle(tmp_path):
     assert short.exit_code == 2 and "at least 8 characters" in short.output
     empty = runner.invoke(app, ["serve", str(tmp_path), "--port", str(free_port())])
     assert empty.exit_code == 2 and "not a medlens bundle" in empty.output
-
-
-@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                           ("0.0.0.0", False), ("192.168.1.5", False), ("example.org", False)])
-def test_loopback_hosts_are_recognised(host, loopback):
-    assert _is_loopback(host) is loopback

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
@@ -10,15 +9,7 @@ import typer
 
 from medlens.commands._common import console, reports_errors
 from medlens.errors import ConfigError
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from medlens.network import is_loopback
 
 
 @reports_errors
@@ -68,13 +59,13 @@ def serve(
     token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
     if token is not None and len(token) < 8:
         raise ConfigError("--token: use at least 8 characters (e.g. `openssl rand -hex 16`)")
-    if not _is_loopback(host) and token is None:
+    if not is_loopback(host) and token is None:
         console.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who reaches this port can "
                       f"use the models; set --token or {TOKEN_ENV}", highlight=False)
     limits = Limits(max_upload_bytes=int(max_upload_mb * (1 << 20)), max_voxels=max_voxels, request_seconds=timeout)
     settings = Settings(bundles=list(bundles), token=token, limits=limits, workers=workers,
                         max_wait=batch_wait_ms / 1000.0, max_batch=max_batch,
-                        allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None, tmp_dir=tmp_dir)
+                        allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None, tmp_dir=tmp_dir)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"medlens serve: http://{shown}:{port}/ (API docs: /docs){' - token required' if token else ''}",
                   highlight=False)

@@ -18,7 +18,6 @@ unknown called AE title).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +25,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medlens.errors import PacsError
+from medlens.network import is_loopback
 from medlens.pacs.address import PacsAddress
 from medlens.pacs.client import (
     INSTANCE_FIELDS,
@@ -181,7 +181,7 @@ class DimsePacs:
         listener = self._entity()
         for uid in classes:
             listener.add_supported_context(uid, syntaxes)
-        bind = "127.0.0.1" if _is_loopback(self.address.host) else ""
+        bind = "127.0.0.1" if is_loopback(self.address.host) else ""
         try:
             server = listener.start_server((bind, self.move_port), block=False, evt_handlers=[(event, write)])
         except OSError as exc:
@@ -245,12 +245,3 @@ def _status(status: Dataset, address: PacsAddress, what: str, aet: str) -> int:
         raise PacsError(f"{address}: no valid answer while {what} (timed out, or the PACS aborted the association: "
                         f"does it accept requests from the AE title {aet} at this host?)")
     return int(status.Status)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
