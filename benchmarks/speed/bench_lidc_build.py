@@ -23,7 +23,7 @@ round, which share its load; the medians over rounds are printed at the end):
   ``--src src /tmp/before/src`` after ``git archive <commit> src | tar -x -C /tmp/before``.
 
 Each build runs as ``medlens data build`` does, keeping freed volumes' memory for the next series
-(``reuse_memory=True``, :func:`medlens.data.lidc_build.reuse_freed_memory`); ``--no-reuse-memory`` measures
+(``reuse_memory=True``, :func:`medlens.engine.memory.keep_freed_memory`); ``--no-reuse-memory`` measures
 without. By default each copied series carries the record ``medlens data fetch lidc-idri`` writes (every file's md5,
 checked at download), which the build uses for its provenance column; ``--no-records`` makes the build hash
 every source file itself (about as costly as decoding it).
@@ -110,8 +110,8 @@ import sys, time, warnings
 from pathlib import Path
 from medlens.data.readers import read_dicom
 if sys.argv[1] == "1":
-    from medlens.data.lidc_build import reuse_freed_memory
-    reuse_freed_memory()
+    from medlens.engine.memory import keep_freed_memory
+    keep_freed_memory()
 folders = [Path(line) for line in sys.stdin.read().splitlines()]
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -124,7 +124,7 @@ print(time.perf_counter() - start)
 
 def read_dicom_baseline(src: Path, folders: list[Path], reuse: bool) -> float:
     """medlens's own series reader (headers, sort, HU) over every series, in a fresh process set up as the
-    build's (``reuse``: :func:`~medlens.data.lidc_build.reuse_freed_memory`): the build's per-slice part."""
+    build's (``reuse``: :func:`~medlens.engine.memory.keep_freed_memory`): the build's per-slice part."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
     done = subprocess.run([sys.executable, "-c", _READ, "1" if reuse else "0"], input="\n".join(map(str, folders)),
                           env=env, capture_output=True, text=True, check=True)
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--jsonl", type=Path, default=None)
     parser.add_argument("--note", default="")
     parser.add_argument("--no-reuse-memory", action="store_true",
-                        help="build without reuse_freed_memory (the CLI uses it; a library call does not by default)")
+                        help="build without keep_freed_memory (the CLI uses it; a library call does not by default)")
     parser.add_argument("--no-records", action="store_true",
                         help="copies without the download record: the build hashes every source file itself")
     args = parser.parse_args()

@@ -65,6 +65,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from medlens.engine.memory import KEEP_FREED_ENVIRON, keep_freed_memory
 from medlens.errors import MedlensError, MissingSliceError
 
 STATE = ".build"
@@ -206,10 +207,18 @@ def build_patient(patient: str, folders: list[str], out: str, options: BuildOpti
     """Build one patient's lesions into ``out`` and record them; returns a small summary.
 
     Skipped series are logged, never raised; an unexpected error propagates (the task fails, no record is
-    written, and the next run builds the patient again). ``reuse_memory``: see :func:`reuse_freed_memory`.
+    written, and the next run builds the patient again).
+
+    ``reuse_memory``: keep freed memory for the next series (:func:`medlens.engine.memory.keep_freed_memory`,
+    the Trainer's allocator setting). Each series is read as one float32 volume (about 250 MB for a typical
+    LIDC-IDRI series) and freed when its lesions are written; with glibc's defaults every volume is a fresh
+    ``mmap`` whose pages the kernel must map and zero when first written (30 series of 240 slices: 16.3–17.7 s
+    built as is, 11.4–11.8 s with the setting; peak RSS 547 → 607 MB). The process then keeps its peak memory
+    until it exits, so this is only for a process that does the build and nothing else: ``medlens data build``
+    and the local Dask workers it starts, never the workers of a scheduler it joins.
     """
     if reuse_memory:
-        reuse_freed_memory()
+        keep_freed_memory()
     start = time.perf_counter()
     out_dir = Path(out)
     record = is_done(out_dir, patient, options)
@@ -239,47 +248,6 @@ def build_patient(patient: str, folders: list[str], out: str, options: BuildOpti
     write_text_atomically(_record_path(out_dir, patient), json.dumps(record, indent=1, default=_plain))
     return PatientResult(patient, len(rows), n_series, n_slices, len(log), time.perf_counter() - start,
                          peak_rss_mb=_peak_rss_mb())
-
-
-_MEMORY_REUSED = False
-
-
-def reuse_freed_memory() -> bool:
-    """Let this process keep the memory of freed large arrays for the next ones (glibc ``mallopt``: large
-    allocations from the heap instead of ``mmap``, freed memory not returned to the system). Once per process.
-
-    Each series is read as one float32 volume (1 MB per slice: about 250 MB for a typical LIDC-IDRI series) and
-    freed when its lesions are written. With glibc's defaults every volume is a fresh ``mmap`` whose pages the
-    kernel must map and zero when first written; on the shared 2-core VM that first write cost more than the
-    rest of reading the series (30 series of 240 slices: 16.3–17.7 s built as is, 11.4–11.8 s with this;
-    peak RSS 547 → 607 MB). Kept in the heap, the next volume reuses the pages of the last.
-
-    The process then keeps its peak memory until it exits, so this is only for a process that does the build
-    and nothing else: ``medlens data build`` and the local Dask workers it starts (``build_lidc_idri(...,
-    reuse_memory=True)``), never the workers of a scheduler it joins. Returns whether the setting took (False
-    where the C library is not glibc).
-    """
-    global _MEMORY_REUSED
-    if _MEMORY_REUSED:
-        return True
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h>
-    _MEMORY_REUSED = mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 2**31 - 1) == 1
-    return _MEMORY_REUSED
-
-
-KEEP_MEMORY_ENVIRON = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
-"""What :func:`reuse_freed_memory` sets, as glibc's environment variables for a process about to start. A Dask
-worker builds in a thread of its own, whose allocations glibc serves from a per-thread arena that still maps
-every large block afresh: one arena (``MALLOC_ARENA_MAX=1``) from the start lets the worker's threads reuse the
-heap too."""
 
 
 def _peak_rss_mb() -> float:
@@ -615,7 +583,7 @@ def build_lidc_idri(raw: str | Path, out: str | Path, *, options: BuildOptions =
     patients : dict, optional
         The result of :func:`discover`, if already made.
     reuse_memory : bool
-        Build in processes that keep freed memory for the next series (:func:`reuse_freed_memory`): this one
+        Build in processes that keep freed memory for the next series (see :func:`build_patient`): this one
         when no Dask is used, the workers of the local cluster with ``workers``; never the workers of a running
         scheduler. For a process that builds and then exits (the CLI does); same output either way.
     """
@@ -648,7 +616,7 @@ def build_lidc_idri(raw: str | Path, out: str | Path, *, options: BuildOptions =
             except Exception as exc:  # noqa: BLE001 - one patient's failure must not stop the others
                 failed(key, exc)
     else:
-        with dask_client(workers, scheduler, threads=1, environ=KEEP_MEMORY_ENVIRON if reuse_memory else None
+        with dask_client(workers, scheduler, threads=1, environ=KEEP_FREED_ENVIRON if reuse_memory else None
                          ) as client:
             outcome = run_tasks(client, build_patient, items, retries=1, on_done=done, on_error=failed)
             report.where = outcome.where

@@ -13,7 +13,8 @@ The price: every block comes from the heap, and memory a process has freed stays
 went from 1.6 to 1.9 GB, and of the whole default study from 2.0 to 2.6 GB.
 
 :class:`~medlens.engine.trainer.Trainer` and :class:`~medlens.synth.gan.GAN` apply them when they start
-training (a WGAN-GP on BreastMNIST: 150 steps in 21.6 s instead of 25.9 s, identical weights).
+training (a WGAN-GP on BreastMNIST: 150 steps in 21.6 s instead of 25.9 s, identical weights), and so does the
+LIDC-IDRI archive build in processes that only build (:func:`medlens.data.lidc_build.build_patient`).
 
 Only glibc's allocator reads these settings (``mallopt(3)``); elsewhere, when the user has set any
 ``MALLOC_*`` variable (glibc's own way to choose them, read at start-up), or with
@@ -37,10 +38,11 @@ SETTINGS = {M_TRIM_THRESHOLD: 2**31 - 1, M_TOP_PAD: 512 << 20, M_MMAP_MAX: 0}
 #: The same settings as glibc's environment variables, for worker processes about to start (glibc reads them
 #: at start-up). A Dask nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_`` = 64 KiB (its default
 #: ``distributed.nanny.pre-spawn-environ``), which :func:`keep_freed_memory` must take for a user's choice,
-#: so the Trainer in a Dask worker would train under glibc's default behaviour; a local cluster that trains
-#: starts its workers with these instead (``medlens study --workers``). A worker runs its tasks in threads of
-#: its own, which glibc serves from per-thread arenas whose heaps (64 MiB at most) still map and unmap large
-#: blocks; one arena (``MALLOC_ARENA_MAX=1``) puts every thread on the main heap these settings govern.
+#: so the Trainer in a Dask worker would train under glibc's default behaviour; a local cluster that trains or
+#: builds starts its workers with these instead (``medlens study --workers``, ``medlens data build --workers``).
+#: A worker runs its tasks in threads of its own, which glibc serves from per-thread arenas whose heaps (64 MiB
+#: at most) still map and unmap large blocks; one arena (``MALLOC_ARENA_MAX=1``) puts every thread on the main
+#: heap these settings govern.
 KEEP_FREED_ENVIRON = {"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(SETTINGS[M_TRIM_THRESHOLD]),
                       "MALLOC_TOP_PAD_": str(SETTINGS[M_TOP_PAD]), "MALLOC_MMAP_MAX_": str(SETTINGS[M_MMAP_MAX])}
 
