@@ -18,6 +18,10 @@ Writes one JSON per dataset (per-fold AUC/accuracy, parameters, training seconds
 Markdown table. Run from the repository root::
 
     nice -n 10 .venv/bin/python benchmarks/quality/bench_sequence.py --folds 3 --epochs 6 --out /tmp/bench_sequence
+
+``--seed`` fixes the folds and the inner splits; ``--train-seed K`` (default: ``--seed``) changes only the
+networks' initial weights and sample order, so runs with K = 0, 1, 2 on the same folds give the spread over
+training seeds (write each to its own ``--out``).
 """
 
 from __future__ import annotations
@@ -58,16 +62,17 @@ def models(width: int, epochs: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def run(name: str, folds: int, epochs: int, width: int, seed: int, out: Path) -> dict:
+def run(name: str, folds: int, epochs: int, width: int, seed: int, train_seed: int, out: Path) -> dict:
     data = load(name)
     splits = kfold_splits(data.labels, data.groups, k=folds, seed=seed)
     result = {"dataset": name, "n": len(data), "shape": list(data.images.shape[1:]),
               "class_counts": np.bincount(data.labels).tolist(), "folds": folds, "epochs": epochs,
-              "width": width, "seed": seed, "models": {}}
+              "width": width, "seed": seed, "train_seed": train_seed, "models": {}}
     saved = out / f"sequence_{name}.json"
     if saved.is_file():  # resume: keep the models an earlier run with the same settings finished
         earlier = json.loads(saved.read_text())
-        if all(earlier[k] == result[k] for k in ("n", "folds", "epochs", "width", "seed")):
+        earlier.setdefault("train_seed", earlier["seed"])  # files written before --train-seed existed
+        if all(earlier[k] == result[k] for k in ("n", "folds", "epochs", "width", "seed", "train_seed")):
             result["models"] = earlier["models"]
     for key, (model_name, params) in models(width, epochs).items():
         if key in result["models"]:
@@ -76,7 +81,7 @@ def run(name: str, folds: int, epochs: int, width: int, seed: int, out: Path) ->
         for i, (train_idx, test_idx) in enumerate(splits):
             train = data.subset(train_idx)
             inner, held = inner_validation_split(train.labels, train.groups, 0.15, seed + i)
-            model = build(model_name, seed=seed + i, **params)
+            model = build(model_name, seed=train_seed + i, **params)
             start, cpu_start = time.perf_counter(), time.process_time()
             model.fit(train.subset(inner), train.subset(held))
             seconds += time.perf_counter() - start
@@ -112,14 +117,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="folds and inner splits")
+    parser.add_argument("--train-seed", type=int, help="the networks' training seed (default: --seed)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
-    results = [run(d, args.folds, args.epochs, args.width, args.seed, args.out) for d in args.datasets]
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    results = [run(d, args.folds, args.epochs, args.width, args.seed, train_seed, args.out) for d in args.datasets]
     print(table(results))
 
 
