@@ -4,7 +4,6 @@ VOIs, the partial series' edge, bad input, resuming after kill -9, and a checksu
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -342,27 +341,3 @@ def test_a_lengthened_series_holds_every_contour_and_the_same_lesion(data_root, 
     assert (rows[0].voxels, rows[0].voi_shape) == (rows[1].voxels, rows[1].voi_shape)
     for column in ("coordX", "coordY", "coordZ", "diameter_mm", "max_axial_diameter_mm"):
         assert rows[0][column] == pytest.approx(rows[1][column], abs=1e-9)
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_reusing_freed_memory_takes_in_a_process_of_its_own():
-    code = ("from medlens.engine.memory import keep_freed_memory as r; import numpy as np; "
-            "assert r() and r(); a = np.ones((64, 512, 512), np.float32); del a; print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-                          capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "ok", done.stderr
-
-
-def test_local_workers_start_with_the_memory_setting_only_when_asked():
-    from medlens.engine.cluster import dask_client
-    from medlens.engine.memory import KEEP_FREED_ENVIRON
-
-    def environ():
-        return os.environ.get("MALLOC_ARENA_MAX"), os.environ.get("MALLOC_MMAP_MAX_")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with dask_client(1, environ=KEEP_FREED_ENVIRON) as client:
-            assert list(client.run(environ).values()) == [("1", "0")]
-        with dask_client(1) as client:
-            assert list(client.run(environ).values()) == [(None, None)]

@@ -47,8 +47,8 @@ def test_training_workers_start_with_the_trainers_allocator_settings_and_leave_o
     watched = [*KEEP_FREED_ENVIRON, "OMP_NUM_THREADS"]
     before = {name: os.environ.get(name) for name in watched}
     with cluster.dask_client(1, threads=1) as client:  # Dask's own environment: the Trainer leaves glibc alone
-        applied, _ = client.submit(_allocator_settings, pure=False).result()
-        assert applied is False
+        applied, environ = client.submit(_allocator_settings, pure=False).result()
+        assert applied is False and environ["MALLOC_ARENA_MAX"] is None and environ["MALLOC_MMAP_MAX_"] is None
     with cluster.dask_client(1, threads=1, environ=KEEP_FREED_ENVIRON) as client:
         applied, environ = client.submit(_allocator_settings, pure=False).result()
         assert environ == KEEP_FREED_ENVIRON and applied is False  # set at start-up by glibc itself instead
