@@ -217,7 +217,13 @@ def test_a_model_trained_with_several_seeds_reports_their_mean_and_spread(config
     assert auc["seed_means"] == pytest.approx(per_seed)
     assert auc["mean"] == pytest.approx(np.mean(per_seed))
     assert auc["seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
-    assert "seeds s.d." in (tmp_path / "seeds" / "table.md").read_text()
+    table = (tmp_path / "seeds" / "table.md").read_text()
+    assert "seeds s.d." in table
+    bins = entry["calibration"]["n_bins"]
+    spread = np.std([expected_calibration_error(frame["label"], p, bins) for p in (first, second)], ddof=1)
+    assert entry["calibration"]["seed_std"]["ece_before"] == pytest.approx(spread)
+    ece_row = next(line for line in table.splitlines() if line.startswith("| ECE, "))
+    assert f"seeds s.d. {spread:.3f} (2)" in ece_row  # the calibration's spread over seeds, not only the AUC's
 
 
 def test_a_study_killed_during_training_resumes_to_the_same_results(config, tmp_path):

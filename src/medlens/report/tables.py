@@ -60,12 +60,24 @@ def _summary_cell(summary: dict) -> str:
     if not (math.isnan(_number(lo)) or math.isnan(_number(hi))):
         text += f" [{_fmt(lo)}, {_fmt(hi)}]"
     if "seed_std" in summary:
-        text += f"; seeds s.d. {_fmt(summary['seed_std'])} ({len(summary.get('seed_means') or [])})"
+        n_seeds = summary.get("n_seeds", len(summary.get("seed_means") or []))
+        text += f"; seeds s.d. {_fmt(summary['seed_std'])} ({n_seeds})"
     return text
 
 
-def _pooled_summary(value, ci) -> dict:
-    return {} if value is None else {"mean": value, "ci95": ci or [math.nan, math.nan]}
+def _calibration_summary(model: dict, key: str) -> dict:
+    """The pooled ``key`` of a model's calibration (``ece_before`` / ``ece_after``) with its bootstrap interval;
+    when the model was trained with several seeds, the value is their mean, the interval the first seed's, and
+    ``seed_std`` / ``n_seeds`` the spread over the seeds (see ``evaluate.summaries.average_over_seeds``)."""
+    calibration = model.get("calibration") or {}
+    if calibration.get(key) is None:
+        return {}
+    summary = {"mean": calibration[key], "ci95": calibration.get(f"{key}_ci95") or [math.nan, math.nan]}
+    spread = (calibration.get("seed_std") or {}).get(key)
+    if spread is not None:
+        summary["seed_std"] = spread
+        summary["n_seeds"] = len(model.get("training_seeds") or [])
+    return summary
 
 
 def trust_rows(results: dict) -> list[tuple[str, object]]:
@@ -79,11 +91,9 @@ def trust_rows(results: dict) -> list[tuple[str, object]]:
     calibration = [m.get("calibration") or {} for m in models]
     if any("ece_before" in c for c in calibration):
         bins = next((c.get("n_bins") for c in calibration if c.get("n_bins")), 10)
-        rows.append((f"ECE, {bins} bins (pooled)", lambda m: _pooled_summary(
-            (m.get("calibration") or {}).get("ece_before"), (m.get("calibration") or {}).get("ece_before_ci95"))))
+        rows.append((f"ECE, {bins} bins (pooled)", lambda m: _calibration_summary(m, "ece_before")))
     if any("ece_after" in c for c in calibration):
-        rows.append(("ECE after temperature scaling", lambda m: _pooled_summary(
-            (m.get("calibration") or {}).get("ece_after"), (m.get("calibration") or {}).get("ece_after_ci95"))))
+        rows.append(("ECE after temperature scaling", lambda m: _calibration_summary(m, "ece_after")))
     points = [m.get("operating_points") or {} for m in models]
     if any("target_sensitivity" in p for p in points):
         target = next(p["target_sensitivity"].get("target") for p in points if "target_sensitivity" in p)
