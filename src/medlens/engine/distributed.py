@@ -81,10 +81,30 @@ def init_distributed(backend: str | None = None) -> bool:
 
 
 def _leave_process_group() -> None:
-    """Destroy the process group before the interpreter tears down: gloo's threads left running at exit
+    """Destroy the process groups before the interpreter tears down: gloo's threads left running at exit
     can abort the process ("terminate called without an active exception") after its work is done."""
+    _DDP_GROUP.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+_DDP_GROUP: list[dist.ProcessGroup] = []
+
+
+def _ddp_group() -> dist.ProcessGroup:
+    """The process group DDP communicates over: one of its own, created once, beside the default group.
+
+    DDP's reducer keeps its process group alive after ``destroy_process_group`` (torch 2.13), and with it
+    the group's gloo worker threads. A worker that drops a finished collective's tensor after the
+    interpreter has begun shutting down needs the GIL to free the tensor's Python object, cannot take it
+    and aborts the process ("terminate called without an active exception"). DDP's own collectives run
+    on tensors made in C++ (flattened buckets), which need no GIL; the collectives on Python tensors
+    (:func:`all_reduce_sum`, :func:`broadcast_floats`, :func:`broadcast_buffers`) stay on the default
+    group, whose threads ``destroy_process_group`` joins at exit.
+    """
+    if not _DDP_GROUP:
+        _DDP_GROUP.append(dist.new_group())
+    return _DDP_GROUP[0]
 
 
 def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
@@ -97,7 +117,7 @@ def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
         return module
     param = next(module.parameters())
     device_ids = [param.device.index] if param.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    return DistributedDataParallel(module, device_ids=device_ids, process_group=_ddp_group())
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
