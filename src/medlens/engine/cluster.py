@@ -127,7 +127,8 @@ def run_tasks(client: Any, function: Callable[..., Any], items: Iterable[tuple[s
     Each task is submitted under its own key (``pure=False``: run even if an equal task ran before) with
     ``retries``; results are handed to ``on_done`` in the order they finish, and the worker that produced each
     is recorded in ``where``. An exception in one task is recorded (and given to ``on_error``) and the others
-    go on.
+    go on. A finished result that a dying worker still held is computed again and waited for, not taken
+    for an error.
     """
     from distributed import as_completed
 
@@ -136,15 +137,16 @@ def run_tasks(client: Any, function: Callable[..., Any], items: Iterable[tuple[s
     outcome = TaskOutcome()
     for future in as_completed(list(futures)):
         key = futures[future]
-        if future.status == "finished":
-            result, outcome.where[key] = future.result()
-            outcome.results[key] = result
-            if on_done is not None:
-                on_done(key, result)
-        else:
-            error = future.exception()
+        try:
+            # a result lost with its worker after the future finished is computed again: result() waits for it
+            result, where = future.result()
+        except Exception as error:  # the task's own exception, KilledWorker, or cancellation
             outcome.errors[key] = f"{type(error).__name__}: {error}"
             if on_error is not None:
                 on_error(key, error)
+        else:
+            outcome.results[key], outcome.where[key] = result, where
+            if on_done is not None:
+                on_done(key, result)
         future.release()
     return outcome
