@@ -213,14 +213,18 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
+def torchrun_two(script, *args, timeout: float) -> subprocess.CompletedProcess:
+    """``script args`` run by ``torchrun`` as two processes of one thread each, their output captured."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+
+
 def test_torchrun_two_processes_end_with_identical_weights(data_root, tmp_path):
     data = need(data_root, "medmnist/breastmnist.npz")
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(data), str(tmp_path)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = torchrun_two(script, data, tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2 and r0["main"] and not r1["main"]
@@ -303,8 +307,6 @@ def test_processes_exit_cleanly_right_after_their_last_collective(tmp_path):
     # ("terminate called without an active exception", SIGABRT at interpreter exit).
     script = tmp_path / "exit_after_collectives.py"
     script.write_text(EXIT_AFTER_COLLECTIVES)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _ in range(3):
-        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               str(script)], capture_output=True, text=True, env=env, timeout=120)
+        done = torchrun_two(script, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -9,6 +9,7 @@ reads them and joins the process group (gloo on CPU, nccl on CUDA); a single pro
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 
 import torch
@@ -83,14 +84,12 @@ def init_distributed(backend: str | None = None) -> bool:
 def _leave_process_group() -> None:
     """Destroy the process groups before the interpreter tears down: gloo's threads left running at exit
     can abort the process ("terminate called without an active exception") after its work is done."""
-    _DDP_GROUP.clear()
+    _ddp_group.cache_clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
-_DDP_GROUP: list[dist.ProcessGroup] = []
-
-
+@functools.cache
 def _ddp_group() -> dist.ProcessGroup:
     """The process group DDP communicates over: one of its own, created once, beside the default group.
 
@@ -102,9 +101,7 @@ def _ddp_group() -> dist.ProcessGroup:
     (:func:`all_reduce_sum`, :func:`broadcast_floats`, :func:`broadcast_buffers`) stay on the default
     group, whose threads ``destroy_process_group`` joins at exit.
     """
-    if not _DDP_GROUP:
-        _DDP_GROUP.append(dist.new_group())
-    return _DDP_GROUP[0]
+    return dist.new_group()
 
 
 def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
